@@ -1,0 +1,56 @@
+# aiimg: every target installs what it needs itself.
+#   make demo   set everything up, run the whole loop on the built-in tiny model, build the gallery
+#   make test   the test suite (tiny real model, real browser)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch first and pinned: a CPU wheel here; set TORCH= to your CUDA build on a GPU machine
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_VERBOSITY ?= error
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install gallery-install chromium demo run build serve test bench golden clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[studio,rank,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's chromium for the browser tests (Playwright cannot download browsers offline)
+chromium:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+demo: install
+	$(BIN)/python -m pipeline.demo
+
+run: install
+	$(BIN)/aiimg run
+
+build: install
+	$(BIN)/aiimg build
+
+serve: install
+	$(BIN)/aiimg serve
+
+test: install chromium
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+bench: install chromium
+	OMP_NUM_THREADS=1 $(BIN)/python bench/studio.py
+	$(BIN)/python bench/gallery.py
+	$(BIN)/python bench/ranking.py
+
+# refresh the golden pages on purpose, after a deliberate change to the templates
+golden: install
+	AIIMG_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/test_gallery_golden.py
+
+clean:
+	rm -rf output build *.egg-info .pytest_cache

@@ -1,0 +1,186 @@
+"""The `aiimg` command: load config, call one library function, report, exit code.
+
+Library code raises AiimgError with a message naming the file, key or value; this module alone
+turns it into `aiimg: error: ...` and exit status 1. torch is never imported here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline import __version__, config as config_mod
+from pipeline.errors import AiimgError
+
+
+class Ctx:
+    def __init__(self, config_path, content, model):
+        self.config_path, self.content, self.model = config_path, content, model
+
+    def config(self, **overrides) -> config_mod.Config:
+        cfg = config_mod.load(self.config_path)
+        changes = {"model__id": self.model, **overrides}
+        if self.content:
+            changes["content"] = str(Path(self.content).resolve())
+        return config_mod.override(cfg, **changes)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Config file (default: ./aiimg.toml; built-in defaults when absent).")
+@click.option("--content", type=click.Path(file_okay=False), help="Content folder, overriding the config's.")
+@click.option("--model", help="Model overriding [model] id: repo id, folder, .safetensors, or tiny.")
+@click.version_option(__version__, prog_name="aiimg")
+@click.pass_context
+def cli(ctx, config_path, content, model):
+    """aiimg: drafts -> seeds -> variations -> a static gallery.
+
+    \b
+    The creator's loop:
+      aiimg run            make drafts; whenever a seed.txt appears beside a draft,
+                           make its variations first (Ctrl-C stops cleanly)
+      aiimg build          render content/works into output/, a static site
+    One-off commands: draft, vary, status, rank, review, stats, serve, config.
+    """
+    ctx.obj = Ctx(config_path, content, model)
+
+
+@cli.command()
+@click.option("-n", "count", type=click.IntRange(1), default=1, show_default=True, help="How many drafts.")
+@click.pass_obj
+def draft(obj, count):
+    """Make N txt2img drafts now."""
+    from pipeline import studio
+
+    studio.draft_command(obj.config(), count)
+
+
+@cli.command()
+@click.argument("draft_ids", nargs=-1)
+@click.pass_obj
+def vary(obj, draft_ids):
+    """Make the variations of waiting seeds now (all, or the DRAFT_IDS named)."""
+    from pipeline import studio
+
+    studio.vary_command(obj.config(), list(draft_ids))
+
+
+@cli.command()
+@click.option("--max-drafts", type=click.IntRange(0), default=None,
+              help="Make at most N new drafts in this run (0: none), then keep serving seeds.")
+@click.option("--once", is_flag=True, help="Exit 0 once no seed waits and the drafts are made.")
+@click.pass_obj
+def run(obj, max_drafts, once):
+    """The loop: seeds first (oldest marker first), drafts only when no seed waits."""
+    from pipeline import studio
+
+    studio.run_command(obj.config(), max_drafts=max_drafts, once=once)
+
+
+@cli.command()
+@click.pass_obj
+def status(obj):
+    """Drafts, seeds waiting, seeds with errors, works, and what the loop is doing."""
+    from pipeline import studio
+
+    click.echo(studio.status_report(obj.config()))
+
+
+@cli.command("config")
+@click.option("--defaults", is_flag=True, help="Print every key with its default and doc.")
+@click.pass_obj
+def config_cmd(obj, defaults):
+    """Print the effective configuration (or every key's default and doc)."""
+    if defaults:
+        click.echo(config_mod.describe(), nl=False)
+        return
+    import dataclasses
+    import json
+
+    click.echo(json.dumps(dataclasses.asdict(obj.config()), indent=2, ensure_ascii=False))
+
+
+# -- the gallery (no torch) -------------------------------------------------------------------
+
+@cli.command()
+@click.option("--output", type=click.Path(file_okay=False), help="Output folder, overriding the config's.")
+@click.option("--base-url", help="Absolute URL the site is served from, overriding [site] base_url.")
+@click.option("--strict", is_flag=True, help="Exit 1 at the end if any image was corrupt or missing.")
+@click.pass_obj
+def build(obj, output, base_url, strict):
+    """Render content/works into a static site (output/) for any static host."""
+    from pipeline import gallery
+
+    overrides = {"site__base_url": base_url}
+    if output:
+        overrides["output"] = str(Path(output).resolve())
+    report = gallery.build_site(obj.config(**overrides))
+    click.echo(report.summary())
+    if strict and report.problems:
+        raise AiimgError(f"{len(report.problems)} problem(s) in content (see above); built anyway")
+
+
+@cli.command()
+@click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default: [site] serve_port).")
+@click.pass_obj
+def serve(obj, port):
+    """Preview the site on 127.0.0.1; rebuilds when content changes."""
+    from pipeline import gallery
+
+    cfg = obj.config(site__serve_port=port)
+    gallery.serve(cfg)
+
+
+# -- ranking drafts -----------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--learn", is_flag=True, help="Fit the preference model on this folder's seeds.")
+@click.option("--evaluate", is_flag=True, help="Report the preference model's quality on held-out marks.")
+@click.option("--all", "rescore", is_flag=True, help="Rescore every draft, not only the unscored ones.")
+@click.pass_obj
+def rank(obj, learn, evaluate, rescore):
+    """Score drafts (incrementally) so the good compositions come first."""
+    from pipeline import ranking
+
+    click.echo(ranking.rank_command(obj.config(), learn=learn, evaluate=evaluate, rescore=rescore))
+
+
+@cli.command()
+@click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default: [score] review_port).")
+@click.pass_obj
+def review(obj, port):
+    """A private page on 127.0.0.1: drafts by score, filters, seed/unseed buttons."""
+    from pipeline import ranking
+
+    ranking.review_command(obj.config(score__review_port=port))
+
+
+@cli.command()
+@click.pass_obj
+def stats(obj):
+    """Seed rate per random pick of the prompt template and per aspect ratio."""
+    from pipeline import ranking
+
+    click.echo(ranking.stats_report(obj.config()))
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aiimg: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except AiimgError as exc:
+        click.echo(f"aiimg: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
