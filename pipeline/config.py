@@ -70,12 +70,14 @@ class RunConfig:
 @dataclass(frozen=True)
 class ScoreConfig:
     enabled: bool = _key(True, "score every new draft right after it is saved")
-    weights: dict = _key({"default": 1.0}, "weight of each scorer in the combined score (name = weight)")
+    weights: dict = _key({"default": 1.0, "aesthetic": 1.0, "preference": 1.0},
+                         "weight of each scorer in the combined score (default, aesthetic, preference; 0 = off)")
     clip_model: str = _key("", "local folder of CLIP ViT-L/14 (openai/clip-vit-large-patch14) for the aesthetic scorer")
     aesthetic_head: str = _key("", "local path of the LAION aesthetic MLP head (sac+logos+ava1-l14-linearMSE.pth)")
     learn_min_seeds: int = _key(20, "marked seeds needed before `aiimg rank --learn` fits a preference model")
     learn_min_unmarked: int = _key(100, "unmarked drafts older than a day needed before --learn")
     review_port: int = _key(8766, "port of `aiimg review` on 127.0.0.1")
+    duplicate_distance: int = _key(8, "drafts whose 64-bit perceptual hashes differ in at most this many bits are near-duplicates")
 
 
 @dataclass(frozen=True)

@@ -263,7 +263,9 @@ class Content:
         return read_json(path)
 
     def write_work(self, draft_id: str, work: dict) -> None:
-        atomic_write_json(self.work_folder(draft_id) / "work.json", work)
+        folder = self.work_folder(draft_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / "work.json", work)
 
     def works(self) -> list[str]:
         """Ids of works with at least one variation, oldest first."""
@@ -384,6 +386,18 @@ class Content:
         except (OSError, ValueError):
             return None
         return status if _alive(int(status.get("pid", 0))) else None
+
+    # read-only helpers for the gallery
+    def work_meta_path(self, draft_id: str) -> Path:
+        """The creator's optional ``works/<id>/work.toml`` (title, tags, description)."""
+        return self.work_folder(draft_id) / "work.toml"
+
+    def variation_path(self, draft_id: str, file_name: str) -> Path:
+        """A variation named in work.json; the name must be ``<n>.png`` (never a path)."""
+        if not isinstance(file_name, str) or not re.fullmatch(r"[1-9]\d{0,5}\.png", file_name):
+            raise AiimgError(f"{self.work_folder(draft_id) / 'work.json'}: bad variation file name "
+                             f"{file_name!r}; expected like 1.png")
+        return self.work_folder(draft_id) / file_name
 
 
 def _round_done(rnd: dict) -> bool:

@@ -1,0 +1,408 @@
+"""The loop (`aiimg run`) and the one-off commands `draft`, `vary` and `status`.
+
+One process owns the device and the content folder (``Content.lock``). Priority: while any
+seed waits, make variations (oldest marker first); only when none waits, make a draft. A
+watchdog observer only *signals* (a marker file changed, something changed); the loop
+re-reads the disk to decide, and rescans every ``run.rescan_seconds`` in case an event was
+lost. A draft in progress checks after every denoising step whether a seed now waits and is
+discarded if so (``Preempted``): nothing of it was written. Draft images and recipes are
+encoded and written by a background thread, off the critical path; variations are written
+before their round is recorded, so work.json never names a file that is not whole.
+
+``AIIMG_TRACE=FILE`` appends one JSON line per event (marker seen, first denoising step of a
+variation, draft done, ...) with a wall-clock time: what bench/ measures latency with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from pipeline import drafts, models, prompts, variations
+from pipeline.content import Content, Seed, find_marker
+from pipeline.errors import AiimgError, MarkerError
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+class Studio:
+    def __init__(self, cfg, content: Content):
+        self.cfg, self.content = cfg, content
+        self.model = None
+        self.stopping = False
+        self.wake = threading.Event()          # anything changed under drafts/
+        self.marker_event = threading.Event()  # a seed.txt appeared, changed or went
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="aiimg-writer")
+        self.scorer = ThreadPoolExecutor(1, thread_name_prefix="aiimg-scorer")
+        self.pending: list[Future] = []
+        self.ranker = None
+        self.last_scan = time.monotonic()
+        self.first_step_due = False
+        self.made = {"drafts": 0, "variations": 0, "preempted": 0, "errors": 0}
+
+    # -- set-up and tear-down -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self.content.ensure()
+        removed = self.content.clean_temp()
+        if removed:
+            say(f"removed {removed} temp file(s) left by a killed process")
+        prompts.check(self.cfg.prompt.template, self.content.prompts_dir)
+        self._status("loading model")
+        started = time.perf_counter()
+        self.model = models.load(self.cfg.model)
+        say(f"model {self.model.name} [{self.model.hash}] on {self.model.device} "
+            f"loaded in {time.perf_counter() - started:.1f} s")
+        self.ranker = self._make_ranker()
+        if os.environ.get("AIIMG_TRACE"):
+            self.model.txt2img.unet.register_forward_pre_hook(self._trace_first_step)
+
+    def _make_ranker(self):
+        if not self.cfg.score.enabled:
+            return None
+        from pipeline import ranking
+
+        try:
+            return ranking.Ranker(self.cfg, self.content)
+        except AiimgError as exc:
+            say(f"scoring off: {exc}")
+            return None
+
+    def close(self) -> None:
+        self.drain()
+        self.scorer.shutdown(wait=True)
+        self.writer.shutdown(wait=True)
+
+    def drain(self) -> None:
+        """Wait for the background writes; report (not raise) the ones that failed."""
+        for future in self.pending:
+            exc = future.exception()
+            if exc:
+                self.made["errors"] += 1
+                say(f"error: {exc}")
+        self.pending.clear()
+
+    # -- drafts -------------------------------------------------------------------------------
+
+    def make_draft(self, preemptible: bool) -> bool:
+        """One draft; False when preempted (nothing written) or failed."""
+        recipe = drafts.plan(self.cfg, self.content, self.model)
+        self._status(f"draft {recipe['id']} {recipe['width']}x{recipe['height']}")
+        try:
+            image = drafts.make(self.model, recipe, self._should_preempt if preemptible else self._stop_now)
+        except drafts.Preempted:
+            self.made["preempted"] += 1
+            trace("draft_preempted", id=recipe["id"])
+            return False
+        self.pending.append(self.writer.submit(self._save_draft, recipe, image))
+        self.made["drafts"] += 1
+        say(f"draft  {recipe['id']}  {recipe['width']}x{recipe['height']}  {recipe['steps']} steps  "
+            f"{recipe['seconds']:.1f} s")
+        return True
+
+    def _save_draft(self, recipe: dict, image) -> None:
+        drafts.save(self.content, recipe, image)
+        trace("draft_saved", id=recipe["id"])
+        if self.ranker:
+            self.scorer.submit(self._score, recipe["id"])
+
+    def _score(self, draft_id: str) -> None:
+        try:
+            self.ranker.on_new_draft(draft_id)
+        except Exception as exc:  # scoring is a nicety: it must never stop the studio
+            say(f"scoring {draft_id} failed: {exc}")
+
+    def _stop_now(self) -> bool:
+        if self.stopping:
+            raise KeyboardInterrupt
+        return False
+
+    def _should_preempt(self) -> bool:
+        """After each denoising step: stop for Ctrl-C, or for a seed that now waits."""
+        self._stop_now()
+        due = time.monotonic() - self.last_scan > self.cfg.run.rescan_seconds
+        if not (self.marker_event.is_set() or due):
+            return False
+        self.marker_event.clear()
+        self.last_scan = time.monotonic()
+        waiting = bool(self.content.seeds()[0])
+        if waiting:
+            trace("preempt")
+        return waiting
+
+    # -- seeds --------------------------------------------------------------------------------
+
+    def serve(self, seed: Seed) -> int:
+        """Make the variations one seed asks for; errors go beside its marker.
+
+        Returns how many were made, or -1 after an error that is not the marker's fault
+        (disk full...): the seed still waits, and the loop backs off before retrying."""
+        trace("serve", marker=str(seed.marker.path))
+        try:
+            return self._serve(seed)
+        except MarkerError as exc:
+            self._marker_error(seed, str(exc))
+        except AiimgError as exc:   # e.g. disk full: not the marker's fault; try again later
+            self.made["errors"] += 1
+            say(f"error: {exc}")
+            return -1
+        return 0
+
+    def _marker_error(self, seed: Seed, message: str) -> None:
+        self.made["errors"] += 1
+        say(f"seed error: {message}")
+        try:
+            self.content.write_error(seed.marker, message)
+        except (AiimgError, OSError) as exc:
+            say(f"error: cannot write {seed.marker.folder}/seed.error.txt: {exc}")
+
+    def _serve(self, seed: Seed) -> int:
+        # 1. the round: resumed as recorded, or planned from seed.txt (MarkerError if bad)
+        work, rnd = variations.plan_round(self.cfg, self.content, seed)
+        draft, source = variations.load_draft(self.content, seed)
+        # 2. removing seed.txt before the round starts cancels it
+        if not rnd["files"] and find_marker(seed.marker.folder) is None:
+            say(f"seed   {seed.draft.id}  cancelled (seed.txt removed)")
+            return 0
+        self.content.write_work(seed.draft.id, work)
+        # 3. one variation at a time, each recorded once its PNG is whole
+        made = 0
+        round_no = len(work["rounds"])
+        for index in range(rnd["first_index"] + len(rnd["files"]), rnd["first_index"] + rnd["count"]):
+            if find_marker(seed.marker.folder) is None:
+                rnd["cancelled"] = True
+                say(f"seed   {seed.draft.id}  cancelled after {len(rnd['files'])} (seed.txt removed)")
+                break
+            recipe = variations.variation_recipe(self.cfg, draft, rnd, round_no, index, self.model)
+            self._status(f"variation {seed.draft.id} #{index}")
+            self.first_step_due = made == 0
+            image = variations.make(self.model, source, recipe, on_step=self._on_variation_step)
+            variations.save(self.content, seed.draft.id, image, recipe)
+            work["variations"].append(recipe)
+            rnd["files"].append(recipe["file"])
+            self.content.write_work(seed.draft.id, work)
+            made += 1
+            self.made["variations"] += 1
+            say(f"vary   {seed.draft.id}  #{index}  {recipe['width']}x{recipe['height']}  "
+                f"{recipe['seconds']:.1f} s  [{len(rnd['files'])}/{rnd['count']}]")
+        # 4. done (or cancelled): record it, and clear an error the creator has fixed
+        self.content.write_work(seed.draft.id, work)
+        self.content.clear_error(seed.marker.folder)
+        return made
+
+    def _on_variation_step(self, step: int) -> None:
+        self._stop_now()
+
+    def _trace_first_step(self, module, args) -> None:
+        # a forward pre-hook on the UNet: fires as a denoising step *starts*
+        if self.first_step_due:
+            self.first_step_due = False
+            trace("variation_first_step")
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self, max_drafts: int | None = None, once: bool = False) -> None:
+        made = 0
+        while not self.stopping:
+            waiting, _ = self.content.seeds()
+            self.last_scan = time.monotonic()
+            self.marker_event.clear()
+            if waiting:
+                self.drain()   # a seed's draft.json may still be in the writer's queue
+                if self.serve(waiting[0]) < 0:
+                    self._idle("error (retrying)", self.cfg.run.rescan_seconds)
+                continue
+            blocked = self._draft_blocker(made, max_drafts)
+            if blocked is None:
+                made += self.make_draft(preemptible=True)
+                continue
+            if once:
+                break
+            self._idle(blocked, self.cfg.run.rescan_seconds)
+
+    def _draft_blocker(self, made: int, max_drafts: int | None) -> str | None:
+        """Why no draft should be made now, or None."""
+        if max_drafts is not None and made >= max_drafts:
+            return f"made the {max_drafts} draft(s) asked for; waiting for seeds"
+        unseeded = self.content.unseeded_count()
+        if unseeded >= self.cfg.run.max_unseeded_drafts:
+            return f"{unseeded} drafts wait for a seed ([run] max_unseeded_drafts); mark some or raise it"
+        free = self.content.free_gb()
+        if free < self.cfg.run.min_free_gb:
+            return f"only {free:.1f} GB free on the content disk ([run] min_free_gb = {self.cfg.run.min_free_gb})"
+        return None
+
+    def _idle(self, why: str, seconds: float) -> None:
+        self._status(f"idle: {why}")
+        self.drain()
+        if self.wake.wait(timeout=seconds):
+            self.wake.clear()
+
+    def _status(self, doing: str) -> None:
+        try:
+            self.content.write_status({"doing": doing, **self.made})
+        except AiimgError:
+            pass  # status is informational; a full disk is reported where it matters
+
+    # -- signals and the watcher --------------------------------------------------------------
+
+    def request_stop(self, *_) -> None:
+        if self.stopping:   # a second Ctrl-C: leave now
+            raise KeyboardInterrupt
+        self.stopping = True
+        self.wake.set()
+        say("stopping after the current step (Ctrl-C again to force)")
+
+    def watch(self):
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        studio = self
+
+        class Signal(FileSystemEventHandler):
+            def on_any_event(self, event):
+                if event.event_type not in CHANGES:
+                    return   # our own reads of seed.txt open and close it: not a change
+                paths = (event.src_path, getattr(event, "dest_path", "") or "")
+                if any(os.path.basename(p).lower() in ("seed.txt", "seed.txt.txt") for p in paths):
+                    trace("marker_event", path=str(event.src_path))
+                    studio.marker_event.set()
+                studio.wake.set()
+
+        observer = Observer()
+        observer.schedule(Signal(), str(self.content.drafts_dir), recursive=True)
+        observer.daemon = True
+        observer.start()
+        return observer
+
+
+CHANGES = ("created", "modified", "moved", "deleted", "closed")
+
+
+def trace(event: str, **fields) -> None:
+    path = os.environ.get("AIIMG_TRACE")
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"t": time.time(), "event": event, **fields}) + "\n")
+
+
+# -- commands (cli.py calls these) ------------------------------------------------------------
+
+def run_command(cfg, max_drafts: int | None = None, once: bool = False) -> None:
+    content = Content(cfg.content_dir)
+    content.ensure()
+    with content.lock("run"):
+        studio = Studio(cfg, content)
+        old = {s: signal.signal(s, studio.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        observer = None
+        try:
+            studio.start()
+            observer = studio.watch()
+            say(f"watching {content.drafts_dir} (drop seed.txt beside a draft to make variations)")
+            studio.run(max_drafts=max_drafts, once=once)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if observer:
+                observer.stop()
+            studio.close()
+            studio._status("stopped")
+            for s, handler in old.items():
+                signal.signal(s, handler)
+        say(_totals(studio.made))
+
+
+def draft_command(cfg, count: int) -> None:
+    content = Content(cfg.content_dir)
+    content.ensure()
+    with content.lock("draft"):
+        studio = Studio(cfg, content)
+        studio.start()
+        started = time.perf_counter()
+        try:
+            for i in range(count):
+                studio.make_draft(preemptible=False)
+        finally:
+            studio.close()
+        seconds = time.perf_counter() - started
+        say(f"{_totals(studio.made)} in {seconds:.1f} s ({seconds / max(count, 1):.2f} s per draft)")
+        if studio.made["errors"]:
+            raise AiimgError(f"{studio.made['errors']} draft(s) could not be saved (see above)")
+
+
+def vary_command(cfg, draft_ids: list[str]) -> None:
+    content = Content(cfg.content_dir)
+    content.ensure()
+    with content.lock("vary"):
+        waiting, errored = content.seeds()
+        chosen, problems = _choose(content, waiting, draft_ids)
+        skipped = len(content.markers()) - len(waiting) - len(errored)
+        if not chosen:
+            say(f"no seed waits ({skipped} done already, {len(errored)} with seed.error.txt)")
+        else:
+            studio = Studio(cfg, content)
+            studio.start()
+            try:
+                for seed in chosen:
+                    studio.serve(seed)
+            finally:
+                studio.close()
+            say(f"{_totals(studio.made)}; skipped {skipped} seed(s) done already")
+        if problems:
+            raise AiimgError("; ".join(problems))
+
+
+def _choose(content: Content, waiting: list[Seed], draft_ids: list[str]) -> tuple[list[Seed], list[str]]:
+    if not draft_ids:
+        return waiting, []
+    by_id = {s.draft.id: s for s in waiting}
+    chosen, problems = [], []
+    for draft_id in draft_ids:
+        folder = content.draft_folder(draft_id)
+        if draft_id in by_id:
+            chosen.append(by_id[draft_id])
+        elif not (folder / "draft.json").is_file():
+            problems.append(f"{draft_id}: no such draft in {content.drafts_dir}")
+        elif find_marker(folder) is None:
+            problems.append(f"{draft_id}: not a seed: create {folder / 'seed.txt'} first")
+    return chosen, problems
+
+
+def _totals(made: dict) -> str:
+    parts = [f"{made['drafts']} draft(s)", f"{made['variations']} variation(s)"]
+    if made["preempted"]:
+        parts.append(f"{made['preempted']} draft(s) preempted by seeds")
+    if made["errors"]:
+        parts.append(f"{made['errors']} error(s)")
+    return "made " + ", ".join(parts)
+
+
+def status_report(cfg) -> str:
+    content = Content(cfg.content_dir)
+    all_drafts = content.drafts()
+    waiting, errored = content.seeds()
+    works = content.works()
+    variations_count = sum(len(content.read_work(w).get("variations", [])) for w in works)
+    state = content.read_status()
+    lines = [
+        f"content:        {content.root}",
+        f"drafts:         {len(all_drafts)} ({content.unseeded_count()} without a seed)",
+        f"seeds waiting:  {len(waiting)}",
+        f"seed errors:    {len(errored)}" + "".join(f"\n  {m.folder / 'seed.error.txt'}" for m in errored),
+        f"works:          {len(works)} ({variations_count} variations)",
+        f"loop:           {_loop_line(state)}",
+    ]
+    return "\n".join(lines)
+
+
+def _loop_line(state: dict | None) -> str:
+    if not state:
+        return "not running"
+    return f"pid {state['pid']}: {state.get('doing', '?')} (since {state.get('updated', '?')})"
+
