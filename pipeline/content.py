@@ -173,6 +173,8 @@ def parse_marker(path: Path) -> dict:
         text = Path(path).read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
         raise MarkerError(f"{path}: not UTF-8 text; save it as UTF-8 (or empty it)") from None
+    except OSError as exc:
+        raise MarkerError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

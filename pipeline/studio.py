@@ -163,13 +163,13 @@ class Studio:
             say(f"error: cannot write {seed.marker.folder}/seed.error.txt: {exc}")
 
     def _serve(self, seed: Seed) -> int:
-        # 1. the round: resumed as recorded, or planned from seed.txt (MarkerError if bad)
-        work, rnd = variations.plan_round(self.cfg, self.content, seed)
-        draft, source = variations.load_draft(self.content, seed)
-        # 2. removing seed.txt before the round starts cancels it
-        if not rnd["files"] and find_marker(seed.marker.folder) is None:
+        # 1. removing seed.txt before the round starts cancels it
+        if not seed.round and find_marker(seed.marker.folder) is None:
             say(f"seed   {seed.draft.id}  cancelled (seed.txt removed)")
             return 0
+        # 2. the round: resumed as recorded, or planned from seed.txt (MarkerError if bad)
+        work, rnd = variations.plan_round(self.cfg, self.content, seed)
+        draft, source = variations.load_draft(self.content, seed)
         self.content.write_work(seed.draft.id, work)
         # 3. one variation at a time, each recorded once its PNG is whole
         made = 0
@@ -230,7 +230,9 @@ class Studio:
         """Why no draft should be made now, or None."""
         if max_drafts is not None and made >= max_drafts:
             return f"made the {max_drafts} draft(s) asked for; waiting for seeds"
-        unseeded = self.content.unseeded_count()
+        # pending first: a write that lands in between is counted twice (safe), never missed
+        in_flight = sum(not f.done() for f in self.pending)
+        unseeded = in_flight + self.content.unseeded_count()
         if unseeded >= self.cfg.run.max_unseeded_drafts:
             return f"{unseeded} drafts wait for a seed ([run] max_unseeded_drafts); mark some or raise it"
         free = self.content.free_gb()

@@ -1,0 +1,218 @@
+"""The studio in-process on the real tiny model: drafts, rounds of variations, bad input."""
+
+import errno
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import content as content_mod, drafts, metadata, variations
+from pipeline.content import Content
+from pipeline.studio import Studio
+
+RECIPE_KEYS = {"id", "created", "model", "scheduler", "template", "prompt", "negative_prompt", "picks",
+               "prompt_seed", "seed", "width", "height", "steps", "guidance_scale", "seconds", "aiimg_version"}
+
+
+@pytest.fixture
+def studio(cfg, tiny):
+    content = Content(cfg.content_dir).ensure()
+    s = Studio(cfg, content)
+    s.model = tiny
+    yield s
+    s.close()
+
+
+def one_draft(studio) -> str:
+    assert studio.make_draft(preemptible=False)
+    studio.drain()
+    return studio.content.drafts()[-1].id
+
+
+def mark(studio, draft_id, text=""):
+    path = studio.content.draft_folder(draft_id) / "seed.txt"
+    path.write_text(text)
+    return path
+
+
+def serve_all(studio) -> int:
+    made = 0
+    while True:
+        waiting, _ = studio.content.seeds()
+        if not waiting:
+            return made
+        made += studio.serve(waiting[0])
+
+
+def test_draft_has_png_recipe_and_parameters_chunk(studio, cfg):
+    draft_id = one_draft(studio)
+    folder = studio.content.draft_folder(draft_id)
+    recipe = json.loads((folder / "draft.json").read_text())
+    assert RECIPE_KEYS <= set(recipe) and recipe["id"] == draft_id
+    assert recipe["model"] == {"name": "tiny", "hash": studio.model.hash}
+    with Image.open(folder / "draft.png") as img:
+        assert img.size == (recipe["width"], recipe["height"])
+        params = metadata.parse_parameters(img.text["parameters"])
+    assert params["prompt"] == recipe["prompt"] and params["Seed"] == str(recipe["seed"])
+    assert params["Size"] == f"{recipe['width']}x{recipe['height']}" and params["Model"] == "tiny"
+    assert recipe["width"] % 64 == 0 and abs(recipe["width"] * recipe["height"] - cfg.draft.area) <= 0.03 * cfg.draft.area
+
+
+def test_draft_regenerates_from_its_recipe_alone(studio):
+    draft_id = one_draft(studio)
+    folder = studio.content.draft_folder(draft_id)
+    recipe = json.loads((folder / "draft.json").read_text())
+    again = drafts.make(studio.model, dict(recipe))
+    with Image.open(folder / "draft.png") as img:
+        assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(again))
+
+
+def test_seed_becomes_three_variations_at_the_variation_area_and_draft_aspect(studio, cfg):
+    draft_id = one_draft(studio)
+    mark(studio, draft_id)
+    assert serve_all(studio) == 3
+    draft = studio.content.read_draft(draft_id)
+    work = studio.content.read_work(draft_id)
+    assert [v["file"] for v in work["variations"]] == ["1.png", "2.png", "3.png"]
+    area = cfg.variation.areas[-1]
+    seeds = set()
+    for v in work["variations"]:
+        assert RECIPE_KEYS | {"strength", "parent", "index", "file"} <= set(v)
+        assert v["parent"] == draft_id and v["strength"] == 0.5 and v["prompt"] == draft["prompt"]
+        with Image.open(studio.content.work_folder(draft_id) / v["file"]) as img:
+            assert img.size == (v["width"], v["height"])
+            params = metadata.parse_parameters(img.text["parameters"])
+        assert params["Denoising strength"] == "0.5" and params["Seed"] == str(v["seed"])
+        assert abs(v["width"] * v["height"] - area) / area <= 0.03
+        assert abs((v["width"] / v["height"]) / (draft["width"] / draft["height"]) - 1) <= 0.03
+        seeds.add(v["seed"])
+    assert len(seeds) == 3   # one generator, one seed per image
+
+
+def test_overrides_then_an_edit_adds_a_round_without_overwriting(studio):
+    draft_id = one_draft(studio)
+    marker = mark(studio, draft_id, 'count = 2\nstrength = 0.75\nprompt = "a red fox"\n')
+    assert serve_all(studio) == 2
+    first = (studio.content.work_folder(draft_id) / "1.png").read_bytes()
+    assert serve_all(studio) == 0   # nothing waits: rerun skips
+    time.sleep(0.01)
+    marker.write_text("count = 1\n")
+    assert serve_all(studio) == 1
+    work = studio.content.read_work(draft_id)
+    assert [v["file"] for v in work["variations"]] == ["1.png", "2.png", "3.png"]
+    assert [v["round"] for v in work["variations"]] == [1, 1, 2]
+    assert work["variations"][0]["prompt"] == "a red fox" and work["variations"][0]["strength"] == 0.75
+    assert work["variations"][2]["strength"] == 0.5
+    assert (studio.content.work_folder(draft_id) / "1.png").read_bytes() == first
+
+
+def test_removing_the_marker_before_the_round_starts_cancels_it(studio):
+    draft_id = one_draft(studio)
+    marker = mark(studio, draft_id)
+    (seed,), _ = studio.content.seeds()
+    marker.unlink()
+    assert studio.serve(seed) == 0
+    assert not list(studio.content.work_folder(draft_id).glob("*.png"))
+
+
+@pytest.mark.parametrize("body,message", [
+    (b"count = nope", "not valid TOML"),
+    (b"colour = 3", "unknown key 'colour'"),
+    (b"\xff\xfe\xfa", "not UTF-8"),
+])
+def test_bad_marker_gets_an_error_file_and_other_seeds_are_still_served(studio, body, message):
+    bad_id, good_id = one_draft(studio), one_draft(studio)
+    (studio.content.draft_folder(bad_id) / "seed.txt").write_bytes(body)
+    time.sleep(0.01)
+    mark(studio, good_id, "count = 1")
+    assert serve_all(studio) == 1
+    assert message in (studio.content.draft_folder(bad_id) / "seed.error.txt").read_text()
+    assert studio.content.read_work(good_id)["variations"]
+
+
+def test_corrupt_draft_png_is_reported_beside_the_marker(studio):
+    draft_id = one_draft(studio)
+    png = studio.content.draft_folder(draft_id) / "draft.png"
+    png.write_bytes(png.read_bytes()[:200])
+    mark(studio, draft_id)
+    assert serve_all(studio) == 0
+    error = (png.parent / "seed.error.txt").read_text()
+    assert str(png) in error and "corrupt" in error
+
+
+def test_marker_in_a_folder_that_is_not_a_draft(studio):
+    folder = studio.content.drafts_dir / "2026-11-25" / "my-favourites"
+    folder.mkdir(parents=True)
+    (folder / "seed.txt").write_text("")
+    assert serve_all(studio) == 0
+    assert "not a draft folder" in (folder / "seed.error.txt").read_text()
+
+
+def test_fixing_the_marker_clears_the_error(studio):
+    draft_id = one_draft(studio)
+    marker = mark(studio, draft_id, "count = -1")
+    serve_all(studio)
+    assert (marker.parent / "seed.error.txt").exists()
+    time.sleep(0.01)
+    marker.write_text("count = 1")
+    assert serve_all(studio) == 1
+    assert not (marker.parent / "seed.error.txt").exists()
+
+
+def test_disk_full_loses_nothing_and_the_seed_still_waits(studio, monkeypatch):
+    draft_id = one_draft(studio)
+    mark(studio, draft_id, "count = 2")
+    real = content_mod.os.replace
+    calls = {"n": 0}
+
+    def flaky(src, dst):
+        calls["n"] += 1
+        if str(dst).endswith("2.png"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(content_mod.os, "replace", flaky)
+    (seed,), _ = studio.content.seeds()
+    assert studio.serve(seed) == -1
+    work = studio.content.read_work(draft_id)
+    assert [v["file"] for v in work["variations"]] == ["1.png"]
+    assert not list(studio.content.work_folder(draft_id).glob(".*tmp"))
+    monkeypatch.setattr(content_mod.os, "replace", real)
+    # space is back: the same round resumes and finishes, 2.png made once
+    assert serve_all(studio) == 1
+    assert [v["file"] for v in studio.content.read_work(draft_id)["variations"]] == ["1.png", "2.png"]
+
+
+def test_a_resumed_round_makes_the_same_pixels_it_would_have(studio):
+    draft_id = one_draft(studio)
+    mark(studio, draft_id, "count = 2")
+    serve_all(studio)
+    work = studio.content.read_work(draft_id)
+    v = work["variations"][1]
+    with Image.open(studio.content.draft(draft_id).image) as img:
+        again = variations.make(studio.model, img.convert("RGB"), dict(v))
+    with Image.open(studio.content.work_folder(draft_id) / "2.png") as img:
+        assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(again))
+
+
+def test_a_waiting_seed_preempts_a_draft_within_one_step(studio, cfg):
+    target = one_draft(studio)
+    steps = []
+    real = studio._should_preempt
+
+    def counting():
+        steps.append(1)
+        if len(steps) == 1:   # a creator drops seed.txt during the first step
+            mark(studio, target)
+            studio.marker_event.set()
+        return real()
+
+    studio._should_preempt = counting
+    before = len(studio.content.drafts())
+    assert studio.make_draft(preemptible=True) is False
+    studio.drain()
+    assert len(steps) == 1 and studio.made["preempted"] == 1
+    assert len(studio.content.drafts()) == before
+    assert not [p for p in studio.content.drafts_dir.rglob("*") if p.name.startswith(".")]
