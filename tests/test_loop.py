@@ -21,6 +21,11 @@ def loop_ready(content: Content, proc) -> bool:
     return bool(status and status["pid"] == proc.pid and status["doing"] != "loading model")
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def events(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -90,6 +95,10 @@ def test_a_second_run_on_the_same_content_refuses_clearly(tmp_path):
     proc = start(config, "run", "--max-drafts", "0")
     try:
         wait_for(lambda: loop_ready(content, proc), timeout=120, what="the loop", proc=proc)
+        wait_for(lambda: "idle" in content.read_status()["doing"], timeout=60, what="idle", proc=proc)
+        spent = cpu_seconds(proc.pid)
+        time.sleep(3)
+        idle_cpu = cpu_seconds(proc.pid) - spent
         second = aiimg(config, "run", "--once")
         status = aiimg(config, "status").stdout
     finally:
@@ -97,6 +106,7 @@ def test_a_second_run_on_the_same_content_refuses_clearly(tmp_path):
     assert second.returncode == 1
     assert f"busy: pid {proc.pid} (`aiimg run`) is generating here" in second.stderr
     assert f"pid {proc.pid}: idle" in status
+    assert idle_cpu < 0.3, f"an idle loop spent {idle_cpu:.2f} s of CPU in 3 s"
     assert proc.returncode == 0 and "stopping" in out
 
 

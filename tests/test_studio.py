@@ -216,3 +216,14 @@ def test_a_waiting_seed_preempts_a_draft_within_one_step(studio, cfg):
     assert len(steps) == 1 and studio.made["preempted"] == 1
     assert len(studio.content.drafts()) == before
     assert not [p for p in studio.content.drafts_dir.rglob("*") if p.name.startswith(".")]
+
+
+def test_disk_full_while_saving_a_draft_is_reported_and_leaves_nothing(studio, monkeypatch):
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(content_mod.os, "replace", full)
+    assert studio.make_draft(preemptible=False)   # the image was made; its write failed
+    studio.drain()
+    assert studio.made["errors"] == 1 and studio.content.drafts() == []
+    assert not [p for p in studio.content.root.rglob("*") if p.name.endswith(".tmp")]

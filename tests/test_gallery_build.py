@@ -1,0 +1,294 @@
+"""The gallery build: what it makes, incremental rebuilds, determinism, bad content, paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from gallery_fixtures import add_work, art, make_content, site_config
+from pipeline.content import Content
+from pipeline.errors import AiimgError
+from pipeline.gallery import build_site
+from pipeline.gallery.output import MANIFEST, Output
+from pipeline.metadata import png_bytes, read_png_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snapshot(out: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(out)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def ids(tmp_path: Path) -> list[str]:
+    return Content(tmp_path / "content").works()
+
+
+@pytest.fixture
+def site(tmp_path):
+    make_content(tmp_path, 6)
+    cfg = site_config(tmp_path)
+    return cfg, build_site(cfg)
+
+
+def test_first_build_makes_every_page_and_image(site, tmp_path):
+    cfg, report = site
+    out = cfg.output_dir
+    assert report.works == 6 and report.problems == []
+    assert report.images_made == 6 * 4 and report.images_reused == 0
+    for rel in ["index.html", "page/2/index.html", "tags/index.html", "tags/red/index.html", "feed.xml",
+                "sitemap.xml", "robots.txt", "404.html", "favicon.svg", "favicon.ico", ".nojekyll", MANIFEST]:
+        assert (out / rel).is_file(), rel
+    assert not (out / "page/3").exists()       # 6 works, 4 a page
+    for wid in ids(tmp_path):
+        assert (out / "works" / wid / "index.html").is_file()
+    assert "made 50, reused 0, removed 0" in report.summary()
+
+
+def test_index_is_newest_first_with_sized_responsive_images(site, tmp_path):
+    cfg, _ = site
+    html = (cfg.output_dir / "index.html").read_text()
+    linked = re.findall(r'class="tile" href="works/([^/]+)/"', html)
+    assert linked == sorted(ids(tmp_path), reverse=True)[:4]
+    imgs = re.findall(r"<img [^>]*>", html)
+    assert len(imgs) == 4
+    for img in imgs:
+        assert re.search(r'width="\d+" height="\d+"', img) and ".webp 120w" in img or ".webp" in img
+        assert re.search(r'srcset="[^"]+ \d+w, [^"]+ \d+w"', img)   # 1x and 2x thumbnails
+    page2 = (cfg.output_dir / "page/2/index.html").read_text()
+    assert page2.count('class="tile"') == 2 and page2.count('loading="lazy"') == 2
+    assert 'href="../../page/2/"' not in page2 and 'rel="prev" href="../../"' in page2
+
+
+def test_work_page_has_lineage_prompts_parameters_and_links(site, tmp_path):
+    cfg, _ = site
+    wid = ids(tmp_path)[2]
+    html = (cfg.output_dir / "works" / wid / "index.html").read_text()
+    recipe = Content(tmp_path / "content").read_work(wid)["variations"][0]
+    assert html.count('class="variation"') == 3
+    assert recipe["prompt"] in html and "lowres, bad anatomy" in html
+    assert html.count('data-copy="') == 2
+    for value in (str(recipe["seed"]), "tiny-sd", "3f0845323f", "0.5", "25", "7.0", f'{recipe["width"]}×{recipe["height"]}'):
+        assert value in html
+    assert 'class="lineage-draft"' in html and "draft-" in html
+    assert 'rel="prev"' in html and 'rel="next"' in html
+    pngs = re.findall(r'href="\.\./\.\./(images/[^"]+\.png)" download', html)
+    assert len(pngs) == 3
+    assert read_png_parameters(cfg.output_dir / pngs[0]).startswith(recipe["prompt"])   # metadata kept by default
+
+
+def test_absolute_urls_use_the_sub_path_base_url(site, tmp_path):
+    cfg, _ = site
+    html = (cfg.output_dir / "index.html").read_text()
+    assert '<link rel="canonical" href="https://user.github.io/repo/">' in html
+    assert re.search(r'<meta property="og:image" content="https://user.github.io/repo/images/[^"]+\.webp">', html)
+    assert not re.search(r'(?:href|src)="/(?!/)', html)      # internal links are relative: any sub-path works
+    assert 'href="/repo/"' in (cfg.output_dir / "404.html").read_text()   # 404 is served at any depth
+    locs = re.findall(r"<loc>([^<]+)</loc>", (cfg.output_dir / "sitemap.xml").read_text())
+    assert locs and all(u.startswith("https://user.github.io/repo/") for u in locs)
+    assert "https://user.github.io/repo/works/" in "".join(locs)
+    assert "Sitemap: https://user.github.io/repo/sitemap.xml" in (cfg.output_dir / "robots.txt").read_text()
+
+
+def test_noop_rebuild_writes_nothing(site):
+    cfg, _ = site
+    before = snapshot(cfg.output_dir)
+    report = build_site(cfg)
+    assert (report.images_made, report.pages_written, report.removed) == (0, 0, [])
+    assert report.images_reused == 24
+    assert snapshot(cfg.output_dir) == before     # same bytes, same mtimes
+
+
+def test_changed_source_is_reencoded_alone(site, tmp_path):
+    cfg, _ = site
+    wid = ids(tmp_path)[1]
+    before = snapshot(cfg.output_dir)
+    src = tmp_path / "content/works" / wid / "2.png"
+    recipe = Content(tmp_path / "content").read_work(wid)["variations"][1]
+    src.write_bytes(png_bytes(art(recipe["width"], recipe["height"], 999), recipe))
+    report = build_site(cfg)
+    assert report.images_made == 1 and report.images_reused == 23
+    gone = [rel for rel in before if rel not in snapshot(cfg.output_dir)]
+    assert gone and all(rel.startswith(f"images/{wid}/2-") for rel in gone)
+    assert set(report.removed) == set(gone)
+    after = snapshot(cfg.output_dir)
+    other = [r for r in before if r.startswith("images/") and f"/{wid}/2-" not in r]
+    assert all(after[r] == before[r] for r in other)     # untouched: not even rewritten
+    page, other_page = f"works/{wid}/index.html", f"works/{ids(tmp_path)[0]}/index.html"
+    assert after[page][0] != before[page][0] and after[page][1] != before[page][1]
+    assert after[other_page] == before[other_page] and after["index.html"] == before["index.html"]
+
+
+def test_deleted_work_disappears_everywhere(site, tmp_path):
+    cfg, _ = site
+    gone = ids(tmp_path)[-1]            # the newest: on page 1, in the feed, in its tags
+    shutil.rmtree(tmp_path / "content/works" / gone)
+    report = build_site(cfg)
+    out = cfg.output_dir
+    assert report.works == 5 and report.removed
+    assert not (out / "works" / gone).exists() and not (out / "images" / gone).exists()
+    for rel in snapshot(out):
+        if rel.endswith((".html", ".xml")):
+            assert gone not in (out / rel).read_text(), rel
+    assert not (out / "page/2/index.html").exists() or (out / "page/2/index.html").read_text().count('class="tile"') == 1
+    assert gone not in json.dumps(json.loads((out / MANIFEST).read_text()))
+
+
+def test_changed_setting_reencodes_and_cleans_up(site):
+    cfg, _ = site
+    old_images = {r for r in snapshot(cfg.output_dir) if r.startswith("images/") and r.endswith(".webp")}
+    cfg2 = site_config(Path(cfg.root), webp_quality=60)
+    report = build_site(cfg2)
+    assert report.images_made == 24 and report.images_reused == 0
+    new_images = {r for r in snapshot(cfg.output_dir) if r.startswith("images/") and r.endswith(".webp")}
+    assert new_images and not (new_images & old_images)
+    assert old_images <= set(report.removed)
+
+
+def test_same_content_gives_byte_identical_output(tmp_path):
+    for name in ("a", "b"):
+        make_content(tmp_path / name, 3)
+        build_site(site_config(tmp_path / name))
+    a, b = snapshot(tmp_path / "a/output"), snapshot(tmp_path / "b/output")
+    assert a.keys() == b.keys()
+    assert all(a[k][0] == b[k][0] for k in a)
+
+
+def test_empty_content_gives_a_friendly_empty_gallery(tmp_path):
+    cfg = site_config(tmp_path)
+    report = build_site(cfg)
+    html = (cfg.output_dir / "index.html").read_text()
+    assert report.works == 0 and report.problems == []
+    assert "No works yet." in html
+    feed = ET.parse(cfg.output_dir / "feed.xml").getroot()
+    assert feed.findall("{http://www.w3.org/2005/Atom}entry") == []
+    ET.parse(cfg.output_dir / "sitemap.xml")
+
+
+def test_lang_ja_translates_the_ui(tmp_path):
+    make_content(tmp_path, 2)
+    cfg = site_config(tmp_path, lang="ja")
+    build_site(cfg)
+    wid = ids(tmp_path)[0]
+    html = (cfg.output_dir / "works" / wid / "index.html").read_text()
+    assert html.startswith('<!doctype html>\n<html lang="ja">')
+    assert "プロンプト" in html and "ネガティブプロンプト" in html and "2026年11月25日" in html
+    assert 'xml:lang="ja"' in (cfg.output_dir / "feed.xml").read_text()
+
+
+def test_work_toml_adds_title_and_tags(tmp_path):
+    make_content(tmp_path, 2)
+    wid = ids(tmp_path)[0]
+    (tmp_path / "content/works" / wid / "work.toml").write_text('title = "Silver rain"\ntags = ["night", "夜景"]\n')
+    cfg = site_config(tmp_path)
+    build_site(cfg)
+    html = (cfg.output_dir / "works" / wid / "index.html").read_text()
+    assert "<title>Silver rain — Test gallery</title>" in html
+    tags = (cfg.output_dir / "tags/index.html").read_text()
+    assert 'href="../tags/night/"' in tags
+    slug = re.search(r'href="\.\./tags/(t-[0-9a-f]{8})/">夜景', tags).group(1)
+    assert wid in (cfg.output_dir / "tags" / slug / "index.html").read_text()
+
+
+def test_strip_metadata_publishes_pngs_without_parameters(tmp_path):
+    make_content(tmp_path, 1)
+    cfg = site_config(tmp_path, strip_metadata=True)
+    build_site(cfg)
+    pngs = sorted(cfg.output_dir.glob("images/*/*.png"))
+    assert len(pngs) == 4
+    for png in pngs:
+        assert read_png_parameters(png) is None
+        with Image.open(png) as im:
+            assert im.size[0] > 0
+
+
+def test_avif_adds_picture_sources(tmp_path):
+    make_content(tmp_path, 1)
+    cfg = site_config(tmp_path, avif=True)
+    build_site(cfg)
+    html = (cfg.output_dir / "index.html").read_text()
+    assert '<source type="image/avif" srcset="images/' in html
+    avifs = sorted(cfg.output_dir.glob("images/*/*.avif"))
+    webps = sorted(cfg.output_dir.glob("images/*/*.webp"))
+    assert len(avifs) == len(webps) >= 4 * 2       # every WebP size has its AVIF twin
+    with Image.open(avifs[0]) as im:
+        assert im.format == "AVIF"
+
+
+def test_corrupt_and_missing_images_are_reported_and_skipped(tmp_path):
+    make_content(tmp_path, 3)
+    a, b, _ = ids(tmp_path)
+    (tmp_path / f"content/works/{a}/3.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / f"content/works/{b}/2.png").unlink()
+    cfg = site_config(tmp_path)
+    report = build_site(cfg)
+    joined = "\n".join(report.problems)
+    assert f"works/{a}/3.png: cannot read image" in joined
+    assert f"works/{b}/2.png: missing" in joined
+    assert report.works == 3
+    assert (cfg.output_dir / "works" / a / "index.html").read_text().count('class="variation"') == 2
+
+
+def test_cli_strict_exits_non_zero_only_when_asked(tmp_path):
+    make_content(tmp_path, 2)
+    wid = ids(tmp_path)[0]
+    (tmp_path / f"content/works/{wid}/1.png").write_bytes(b"garbage")
+    (tmp_path / "aiimg.toml").write_text('[site]\nbase_url = "https://x.example/g/"\nthumb_height = 100\nimage_width = 200\n')
+    aiimg = [sys.executable, "-m", "pipeline.cli", "--config", str(tmp_path / "aiimg.toml")]
+    ok = subprocess.run([*aiimg, "build"], cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert f"{wid}/1.png: cannot read image" in ok.stdout and "made " in ok.stdout
+    strict = subprocess.run([*aiimg, "build", "--strict", "--output", str(tmp_path / "other")], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert strict.returncode == 1 and "problem(s)" in strict.stderr
+    assert (tmp_path / "other/index.html").is_file()     # built anyway
+
+
+def test_build_never_imports_torch(tmp_path):
+    make_content(tmp_path, 1)
+    code = ("import sys; sys.path.insert(0, 'tests'); from gallery_fixtures import site_config; "
+            "from pipeline.gallery import build_site; from pathlib import Path; "
+            f"r = build_site(site_config(Path({str(tmp_path)!r}))); assert r.works == 1; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'transformers')); "
+            "print('heavy:', bad); assert not bad")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_no_user_text_becomes_a_path_outside_output(tmp_path):
+    make_content(tmp_path, 2)
+    wid = ids(tmp_path)[0]
+    work_json = tmp_path / f"content/works/{wid}/work.json"
+    data = json.loads(work_json.read_text())
+    data["variations"][0]["file"] = "../../../../evil.png"
+    work_json.write_text(json.dumps(data))
+    (tmp_path / "content/works/..evil").mkdir()            # not an id: never listed
+    (tmp_path / "content/works/..evil/work.json").write_text(json.dumps(data))
+    cfg = site_config(tmp_path)
+    report = build_site(cfg)
+    assert any("bad variation file name '../../../../evil.png'" in p for p in report.problems)
+    assert report.works == 1
+    written = {p.resolve() for p in tmp_path.rglob("*") if p.is_file()} - {
+        p.resolve() for p in (tmp_path / "content").rglob("*")}
+    assert all(p.is_relative_to(cfg.output_dir.resolve()) for p in written)
+    out = Output(cfg.output_dir)
+    for bad in ("../x.html", "/etc/passwd", "a/../../x", "a\\..\\x", ""):
+        with pytest.raises(AiimgError):
+            out.write(bad, "x")
+
+
+def test_hostile_tag_gets_a_safe_slug(tmp_path):
+    add_work(tmp_path / "content", 0, picks=("../../../etc", "<b>x</b>"))
+    cfg = site_config(tmp_path)
+    build_site(cfg)
+    slugs = sorted(p.name for p in (cfg.output_dir / "tags").iterdir() if p.is_dir())
+    assert all(re.fullmatch(r"[a-z0-9-]+", s) for s in slugs) and len(slugs) == 2
