@@ -1,8 +1,9 @@
 """Studio benchmark: three ratios measured side by side in one run, on the tiny model.
 
-1. loop overhead: `aiimg draft -n N` against a bare diffusers loop making the same N images
-   (same sizes, steps, seeds, prompts) and saving them as PNG; interleaved in rounds so that
-   machine noise hits both sides alike. Goal: ratio <= 1.10.
+1. loop overhead: aiimg's draft loop (what `aiimg draft -n N` and `aiimg run` do per draft)
+   against a bare diffusers loop making the same N images (same sizes, steps, seeds, prompts)
+   and saving them as PNG; alternated image by image in one process so that machine noise
+   falls on both sides alike. Goal: ratio <= 1.10.
 2. seed latency: while `aiimg run` drafts, seed.txt is written; the time to the first denoising
    step of the first variation (AIIMG_TRACE) against one draft step. Goal: < one step + 0.5 s.
 3. memory: peak RSS with txt2img + img2img (from_pipe) loaded against txt2img alone (and, for
@@ -38,53 +39,53 @@ def tree(folder: Path, steps: int) -> Path:
     return path
 
 
-def aiimg(config: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "--config", str(config), *args],
-                          capture_output=True, text=True, env={**ENV, **(env or {})}, check=True)
-
-
 # -- 1. loop overhead ---------------------------------------------------------------------------
 
-def loop_seconds(stdout: str) -> float:
-    # "made N draft(s), ... in 12.3 s (...)": the loop alone, start-up excluded on both sides
-    line = [l for l in stdout.splitlines() if l.startswith("made ")][-1]
-    return float(line.split(" in ")[1].split(" s")[0])
-
-
-BARE = r"""
+OVERHEAD = r"""
 import json, sys, time, torch
+from pathlib import Path
 torch.set_num_threads(1)
 from diffusers import StableDiffusionPipeline
-from pipeline.models import ensure_tiny
-pipe = StableDiffusionPipeline.from_pretrained(ensure_tiny())
-pipe.set_progress_bar_config(disable=True)
-recipes = [json.loads(open(p).read()) for p in sys.argv[2:]]
-start = time.perf_counter()
-for i, r in enumerate(recipes):
-    image = pipe(r["prompt"], negative_prompt=r["negative_prompt"], width=r["width"], height=r["height"],
+from pipeline import config, models
+from pipeline.content import Content
+from pipeline.studio import Studio
+cfg = config.load(sys.argv[1])
+studio = Studio(cfg, Content(cfg.content_dir).ensure())
+studio.model = models.load(cfg.model)
+bare = StableDiffusionPipeline.from_pretrained(models.ensure_tiny())
+bare.set_progress_bar_config(disable=True)
+out = Path(sys.argv[2])
+ours = theirs = 0.0
+for i in range(int(sys.argv[3])):
+    # aiimg's loop: plan, prompt, preemption checks, background PNG + recipe writes
+    t = time.perf_counter()
+    r = studio.make_draft(preemptible=True)
+    ours += time.perf_counter() - t
+    # the bare loop: the same image (size, steps, seed, prompt), saved as PNG on the critical path
+    t = time.perf_counter()
+    image = bare(r["prompt"], negative_prompt=r["negative_prompt"], width=r["width"], height=r["height"],
                  num_inference_steps=r["steps"], guidance_scale=r["guidance_scale"],
                  generator=torch.Generator("cpu").manual_seed(r["seed"])).images[0]
-    image.save(f"{sys.argv[1]}/{i}.png")
-print(time.perf_counter() - start)
+    image.save(out / f"{i}.png")
+    theirs += time.perf_counter() - t
+t = time.perf_counter()
+studio.close()   # the writes still in flight count for aiimg
+ours += time.perf_counter() - t
+print(json.dumps({"aiimg": ours, "bare": theirs}))
 """
 
 
-def overhead(work: Path, drafts: int, steps: int, rounds: int = 2) -> dict:
+def overhead(work: Path, drafts: int, steps: int) -> dict:
+    """Image by image, alternating aiimg and bare diffusers in one process: the machine's
+    noise (other jobs on a shared box) falls on both sides alike."""
     config = tree(work / "overhead", steps)
-    ours, bare = 0.0, 0.0
-    per_round = max(1, drafts // rounds)
     out = work / "bare"
     out.mkdir(exist_ok=True)
-    for _ in range(rounds):
-        before = {d.name for d in (work / "overhead" / "content" / "drafts").glob("*/*")}
-        ours += loop_seconds(aiimg(config, "draft", "-n", str(per_round)).stdout)
-        made = sorted(p for p in (work / "overhead" / "content" / "drafts").glob("*/*/draft.json")
-                      if p.parent.name not in before)
-        result = subprocess.run([sys.executable, "-c", BARE, str(out), *map(str, made)], capture_output=True,
-                                text=True, env=ENV, cwd=ROOT, check=True)
-        bare += float(result.stdout.strip().splitlines()[-1])
-    return {"drafts": per_round * rounds, "aiimg_s": round(ours, 2), "bare_s": round(bare, 2),
-            "ratio": round(ours / bare, 3)}
+    result = subprocess.run([sys.executable, "-c", OVERHEAD, str(config), str(out), str(drafts)],
+                            capture_output=True, text=True, env=ENV, cwd=ROOT, check=True)
+    times = json.loads(result.stdout.strip().splitlines()[-1])
+    return {"drafts": drafts, "aiimg_s": round(times["aiimg"], 2), "bare_s": round(times["bare"], 2),
+            "ratio": round(times["aiimg"] / times["bare"], 3)}
 
 
 # -- 2. seed latency ----------------------------------------------------------------------------

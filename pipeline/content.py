@@ -116,8 +116,12 @@ def read_json(path: Path) -> dict:
 # -- ids -------------------------------------------------------------------------------------
 
 def new_draft_id(now: dt.datetime | None = None) -> str:
+    """``20261125-153012-7f3a9``: UTC second, then 3 hex digits of the fraction of the second
+    (so ids made within one second still sort by time) and 2 random ones (so two machines
+    sharing a folder do not collide)."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    fraction = now.microsecond * 4096 // 1_000_000
+    return f"{now:%Y%m%d-%H%M%S}-{fraction:03x}{secrets.token_hex(1)}"
 
 
 def check_id(draft_id: str) -> str:
@@ -400,6 +404,10 @@ class Content:
             raise AiimgError(f"{self.work_folder(draft_id) / 'work.json'}: bad variation file name "
                              f"{file_name!r}; expected like 1.png")
         return self.work_folder(draft_id) / file_name
+
+    def gallery_cache_path(self) -> Path:
+        """The gallery build's cache of source hashes (by size, mtime, inode); safe to delete."""
+        return self.state_dir / "gallery-hashes.json"
 
 
 def _round_done(rnd: dict) -> bool:

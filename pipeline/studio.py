@@ -31,6 +31,53 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
+class Prefetch:
+    """Encodes the oldest waiting seed's source ahead of time, on the second core.
+
+    A marker event only queues a job here (the watcher signals; it does no work); the job
+    re-reads the disk like the loop does. While it VAE-encodes the draft (variations.encode),
+    the draft in progress finishes its current denoising step, so the first variation's first
+    step starts sooner: seed latency is max(rest of the step, encode) instead of their sum.
+    """
+
+    def __init__(self, studio: "Studio"):
+        self.studio = studio
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="aiimg-prefetch")
+        self.ready: dict[tuple, object] = {}
+        self.queued = threading.Event()
+
+    def signal(self) -> None:
+        if not self.queued.is_set():   # events come in bursts (created, modified, closed...)
+            self.queued.set()
+            self.pool.submit(self._encode_next)
+
+    def _encode_next(self) -> None:
+        self.queued.clear()
+        studio = self.studio
+        waiting, _ = studio.content.seeds()
+        if not waiting or studio.model is None:
+            return
+        try:
+            _, source = variations.load_draft(studio.content, waiting[0])
+        except (MarkerError, AiimgError):
+            return   # the loop reports it beside the marker
+        size = variations.first_stage_size(source, {"stage_areas": studio.cfg.variation.areas})
+        key = (waiting[0].draft.id, size)
+        if key not in self.ready:
+            self.ready[key] = variations.encode(studio.model, source, size)
+            trace("prefetched", id=waiting[0].draft.id)
+
+    def take(self, draft_id: str, size: tuple):
+        """The latents for this draft at this size if prefetched (waiting for a job in flight)."""
+        self.pool.submit(lambda: None).result()
+        latents = self.ready.pop((draft_id, size), None)
+        self.ready.clear()   # anything else is stale: its seed may be gone or already served
+        return latents
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
 class Studio:
     def __init__(self, cfg, content: Content):
         self.cfg, self.content = cfg, content
@@ -42,6 +89,7 @@ class Studio:
         self.scorer = ThreadPoolExecutor(1, thread_name_prefix="aiimg-scorer")
         self.pending: list[Future] = []
         self.ranker = None
+        self.prefetch = Prefetch(self)
         self.last_scan = time.monotonic()
         self.first_step_due = False
         self.made = {"drafts": 0, "variations": 0, "preempted": 0, "errors": 0}
@@ -66,16 +114,19 @@ class Studio:
     def _make_ranker(self):
         if not self.cfg.score.enabled:
             return None
-        from pipeline import ranking
-
         try:
+            from pipeline import ranking
+
             return ranking.Ranker(self.cfg, self.content)
+        except ImportError as exc:   # installed without the `rank` extra: generate anyway
+            say(f"scoring off: {exc.name or exc} is not installed (pip install 'aiimg[rank]')")
         except AiimgError as exc:
             say(f"scoring off: {exc}")
-            return None
+        return None
 
     def close(self) -> None:
         self.drain()
+        self.prefetch.close()
         self.scorer.shutdown(wait=True)
         self.writer.shutdown(wait=True)
 
@@ -90,8 +141,8 @@ class Studio:
 
     # -- drafts -------------------------------------------------------------------------------
 
-    def make_draft(self, preemptible: bool) -> bool:
-        """One draft; False when preempted (nothing written) or failed."""
+    def make_draft(self, preemptible: bool) -> dict | None:
+        """One draft (its recipe; written in the background), or None when preempted."""
         recipe = drafts.plan(self.cfg, self.content, self.model)
         self._status(f"draft {recipe['id']} {recipe['width']}x{recipe['height']}")
         try:
@@ -99,12 +150,12 @@ class Studio:
         except drafts.Preempted:
             self.made["preempted"] += 1
             trace("draft_preempted", id=recipe["id"])
-            return False
+            return None
         self.pending.append(self.writer.submit(self._save_draft, recipe, image))
         self.made["drafts"] += 1
         say(f"draft  {recipe['id']}  {recipe['width']}x{recipe['height']}  {recipe['steps']} steps  "
             f"{recipe['seconds']:.1f} s")
-        return True
+        return recipe
 
     def _save_draft(self, recipe: dict, image) -> None:
         drafts.save(self.content, recipe, image)
@@ -171,7 +222,12 @@ class Studio:
         work, rnd = variations.plan_round(self.cfg, self.content, seed)
         draft, source = variations.load_draft(self.content, seed)
         self.content.write_work(seed.draft.id, work)
-        # 3. one variation at a time, each recorded once its PNG is whole
+        # 3. the draft's latents, once for the whole round (prefetched when the loop saw the marker)
+        size = variations.first_stage_size(source, {"stage_areas": self.cfg.variation.areas})
+        latents = self.prefetch.take(seed.draft.id, size)
+        if latents is None:
+            latents = variations.encode(self.model, source, size)
+        # 4. one variation at a time, each recorded once its PNG is whole
         made = 0
         round_no = len(work["rounds"])
         for index in range(rnd["first_index"] + len(rnd["files"]), rnd["first_index"] + rnd["count"]):
@@ -182,7 +238,7 @@ class Studio:
             recipe = variations.variation_recipe(self.cfg, draft, rnd, round_no, index, self.model)
             self._status(f"variation {seed.draft.id} #{index}")
             self.first_step_due = made == 0
-            image = variations.make(self.model, source, recipe, on_step=self._on_variation_step)
+            image = variations.make(self.model, source, recipe, on_step=self._on_variation_step, latents=latents)
             variations.save(self.content, seed.draft.id, image, recipe)
             work["variations"].append(recipe)
             rnd["files"].append(recipe["file"])
@@ -191,7 +247,7 @@ class Studio:
             self.made["variations"] += 1
             say(f"vary   {seed.draft.id}  #{index}  {recipe['width']}x{recipe['height']}  "
                 f"{recipe['seconds']:.1f} s  [{len(rnd['files'])}/{rnd['count']}]")
-        # 4. done (or cancelled): record it, and clear an error the creator has fixed
+        # 5. done (or cancelled): record it, and clear an error the creator has fixed
         self.content.write_work(seed.draft.id, work)
         self.content.clear_error(seed.marker.folder)
         return made
@@ -220,7 +276,7 @@ class Studio:
                 continue
             blocked = self._draft_blocker(made, max_drafts)
             if blocked is None:
-                made += self.make_draft(preemptible=True)
+                made += self.make_draft(preemptible=True) is not None
                 continue
             if once:
                 break
@@ -275,6 +331,7 @@ class Studio:
                 if any(os.path.basename(p).lower() in ("seed.txt", "seed.txt.txt") for p in paths):
                     trace("marker_event", path=str(event.src_path))
                     studio.marker_event.set()
+                    studio.prefetch.signal()
                 studio.wake.set()
 
         observer = Observer()

@@ -85,18 +85,55 @@ def variation_seed(draft_id: str, index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{draft_id}:{index}".encode()).digest()[:4], "big")
 
 
-def make(model, source: Image.Image, recipe: dict, on_step=None) -> Image.Image:
-    """Run every stage of the ladder; returns the final image and records seconds taken."""
+def first_stage_size(source: Image.Image, recipe: dict) -> tuple[int, int]:
+    return sizes.size_for(recipe["stage_areas"][0], source.width / source.height)
+
+
+def encode(model, source: Image.Image, size: tuple[int, int]):
+    """The first stage's init latents: the draft resized to ``size``, VAE-encoded.
+
+    Done once per round (every variation of a seed starts from the same latents) and, in the
+    loop, ahead of time by the prefetch worker. The posterior's mode, not a sample, so the
+    latents do not depend on which variation asks. None where diffusers must upcast an fp16
+    VAE itself (SDXL): that pipeline then encodes the image as usual.
+    """
+    import torch
+
+    pipe = model.img2img
+    vae = pipe.vae
+    if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+        return None
+    pixels = pipe.image_processor.preprocess(source.resize(size, Image.LANCZOS))
+    with torch.no_grad():
+        latents = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist.mode()
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is not None and std is not None:
+        mean = torch.tensor(mean).view(1, -1, 1, 1).to(latents)
+        std = torch.tensor(std).view(1, -1, 1, 1).to(latents)
+        return (latents - mean) * vae.config.scaling_factor / std
+    return latents * vae.config.scaling_factor
+
+
+def make(model, source: Image.Image, recipe: dict, on_step=None, latents=None) -> Image.Image:
+    """Run every stage of the ladder; returns the final image and records seconds taken.
+
+    ``latents``: the first stage's :func:`encode` of ``source``, when the caller has it.
+    """
     import torch
 
     started = time.perf_counter()
     ratio = source.width / source.height
     image = source
-    for area in recipe["stage_areas"]:
-        width, height = sizes.size_for(area, ratio)
+    for stage, area in enumerate(recipe["stage_areas"]):
+        size = sizes.size_for(area, ratio)
+        init = None
+        if stage == 0:
+            init = latents if latents is not None else encode(model, source, size)
+        if init is None:
+            init = image.resize(size, Image.LANCZOS)
         image = model.img2img(
             recipe["prompt"], negative_prompt=recipe["negative_prompt"] or None,
-            image=image.resize((width, height), Image.LANCZOS), strength=recipe["strength"],
+            image=init, strength=recipe["strength"],
             num_inference_steps=_steps(recipe), guidance_scale=recipe["guidance_scale"],
             generator=torch.Generator("cpu").manual_seed(recipe["seed"]),
             callback_on_step_end=step_callback(None, on_step),

@@ -156,3 +156,12 @@ def test_a_second_lock_is_refused_with_the_holder_named(c):
     assert f"pid {os.getpid()} (`aiimg run`)" in out and "busy" in out
     with c.lock("run"):   # released: can be taken again
         pass
+
+
+def test_draft_ids_sort_by_time_within_a_second():
+    import datetime as dt
+
+    base = dt.datetime(2026, 11, 25, 15, 30, 12, tzinfo=dt.timezone.utc)
+    ids = [content_mod.new_draft_id(base.replace(microsecond=us)) for us in (0, 1000, 250000, 999000)]
+    assert ids == sorted(ids) and all(content_mod.check_id(i) for i in ids)
+    assert ids[0].startswith("20261125-153012-000")

@@ -26,9 +26,11 @@ def studio(cfg, tiny):
 
 
 def one_draft(studio) -> str:
+    before = {d.id for d in studio.content.drafts()}
     assert studio.make_draft(preemptible=False)
     studio.drain()
-    return studio.content.drafts()[-1].id
+    (new,) = [d.id for d in studio.content.drafts() if d.id not in before]
+    return new
 
 
 def mark(studio, draft_id, text=""):
@@ -211,7 +213,7 @@ def test_a_waiting_seed_preempts_a_draft_within_one_step(studio, cfg):
 
     studio._should_preempt = counting
     before = len(studio.content.drafts())
-    assert studio.make_draft(preemptible=True) is False
+    assert studio.make_draft(preemptible=True) is None
     studio.drain()
     assert len(steps) == 1 and studio.made["preempted"] == 1
     assert len(studio.content.drafts()) == before
@@ -227,3 +229,18 @@ def test_disk_full_while_saving_a_draft_is_reported_and_leaves_nothing(studio, m
     studio.drain()
     assert studio.made["errors"] == 1 and studio.content.drafts() == []
     assert not [p for p in studio.content.root.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_prefetched_latents_give_the_same_pixels_as_encoding_in_the_round(studio):
+    draft_id = one_draft(studio)
+    mark(studio, draft_id, "count = 1")
+    studio.prefetch.signal()          # what the watcher does on a marker event
+    studio.prefetch.pool.submit(lambda: None).result()
+    assert len(studio.prefetch.ready) == 1
+    assert serve_all(studio) == 1
+    assert studio.prefetch.ready == {}   # taken by the round
+    v = studio.content.read_work(draft_id)["variations"][0]
+    with Image.open(studio.content.draft(draft_id).image) as img:
+        plain = variations.make(studio.model, img.convert("RGB"), dict(v))
+    with Image.open(studio.content.work_folder(draft_id) / "1.png") as img:
+        assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(plain))
