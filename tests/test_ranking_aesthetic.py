@@ -106,3 +106,35 @@ def test_configured_scorer_is_recorded_beside_the_default(tmp_path):
     scores = F.scores_of(content, ids[1])
     assert set(scores["scorers"]) == {"default", "aesthetic"}
     assert math.isfinite(scores["scorers"]["aesthetic"]["score"]) and math.isfinite(scores["score"])
+
+
+def test_learning_with_a_local_clip_uses_its_embeddings(tmp_path):
+    import datetime as dt
+    import json
+
+    import numpy as np
+
+    from pipeline.ranking import rank_command
+    from pipeline.ranking.store import load_embedding
+
+    save_stand_in(tmp_path)
+    cfg = config.from_dict({"score": {"clip_model": "clip", "aesthetic_head": "head.pth",
+                                      "learn_min_seeds": 4, "learn_min_unmarked": 8}}, root=str(tmp_path))
+    content = Content(cfg.content_dir).ensure()
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)
+    size = (128, 128)
+    for n in range(12):
+        img = F.clean(n, size=size) if n < 4 else F.noisy(F.clean(n, size=size))
+        draft_id = F.make_draft(content, img, when=old + dt.timedelta(minutes=n))
+        if n < 4:
+            content.write_marker(draft_id, "")
+    report = rank_command(cfg, learn=True)
+    assert "learned from 4 seeds and 8 unmarked drafts" in report
+    first = content.drafts()[0].id
+    emb = load_embedding(content, first)
+    assert emb.shape == (EMBED,) and abs(float(np.linalg.norm(emb)) - 1) < 1e-4
+    model = json.loads((content.state_dir / "preference.json").read_text())
+    assert model["features"][-2:] == ["aesthetic", "clip_prototype"] and len(model["prototype"]) == EMBED
+    new = F.make_draft(content, F.clean(40, size=size))
+    rank_command(cfg)
+    assert set(F.scores_of(content, new)["scorers"]) == {"default", "aesthetic", "preference"}

@@ -150,3 +150,26 @@ def test_stats_show_seed_rate_per_pick_and_aspect_ratio(tmp_path):
     assert lines.index(red) < lines.index(blue)
     assert any("64x96 (0.67:1)" in l and "100.0%" in l for l in lines)
     assert any("<coat>" in l and "3 drafts" in l for l in lines)
+
+
+def test_clip_embeddings_add_one_learned_direction_without_leaking(tmp_path):
+    rng = np.random.default_rng(3)
+    n, dim = 300, 32
+    y = (rng.random(n) < 0.2).astype(float)
+    taste = rng.normal(size=dim)
+    emb = rng.normal(size=(n, dim)) + np.outer(y, taste) * 0.6        # seeds lean one way
+    scalars = rng.normal(size=(n, len(FEATURES)))                        # sub-scores: no signal here
+    X = np.hstack([scalars, emb])
+    ev = evaluate(X, y, FEATURES, rng.normal(size=n))
+    assert ev["preference"]["beats_random"] and ev["preference"]["auc"] > 0.75
+    model = fit(X, y, FEATURES)
+    assert model.names[-1] == "clip_prototype" and len(model.prototype) == dim
+    assert np.corrcoef(model.prototype, taste)[0, 1] > 0.8
+    # without the embeddings the same labels are noise: no claim
+    assert not evaluate(scalars, y, FEATURES, rng.normal(size=n))["preference"]["beats_random"]
+    # plain JSON round trip scores the same
+    from pipeline.ranking.preference import load, save
+
+    content = Content(tmp_path / "content").ensure()
+    path = save(content, model, int(y.sum()), int(n - y.sum()), None)
+    assert np.allclose(load(path).logit(X[:5]), model.logit(X[:5]))

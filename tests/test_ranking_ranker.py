@@ -130,3 +130,19 @@ def test_constructing_a_ranker_is_cheap_and_torch_free(tmp_path):
             f"Ranker(config.from_dict({{}}, root={str(tmp_path)!r})); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_cli_rank_and_stats_and_a_bad_weight(tmp_path):
+    content = Content(tmp_path / "content").ensure()
+    F.make_draft(content, F.clean(20, size=(256, 256)), picks=[{"token": "{red|blue}", "value": "blue"}])
+    toml = tmp_path / "aiimg.toml"
+    toml.write_text("[score]\nweights = { default = 1.0 }\n")
+    run = lambda *args: subprocess.run([sys.executable, "-m", "pipeline.cli", "--config", str(toml), *args],
+                                       capture_output=True, text=True, timeout=120)
+    ranked = run("rank")
+    assert ranked.returncode == 0 and "scored 1 of 1 drafts" in ranked.stdout
+    stats = run("stats")
+    assert stats.returncode == 0 and "blue" in stats.stdout and "1 drafts, 0 seeded by you" in stats.stdout
+    toml.write_text("[score]\nweights = { default = 1.0, sharpness = 2.0 }\n")
+    bad = run("rank")
+    assert bad.returncode == 1 and "[score] weights: unknown scorer 'sharpness'" in bad.stderr

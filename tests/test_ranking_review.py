@@ -220,3 +220,16 @@ def test_seed_button_feeds_the_real_loop(tmp_path, browser):
     work = content.read_work(top)
     assert len(work["variations"]) == cfg.variation.count
     assert [d.id for d in content.drafts()] == [d.id for d in drafts]       # no draft made, the seed served
+
+
+def test_review_scores_drafts_no_loop_scored(tmp_path, monkeypatch):
+    from pipeline.ranking import review
+
+    cfg = config.from_dict({}, root=str(tmp_path))
+    content = Content(cfg.content_dir).ensure()
+    draft_id = F.make_draft(content, F.clean(30, size=SMALL))
+    page = review.Review(cfg, content)
+    assert page.score_missing() == 0                       # too new: the loop's ranker goes first
+    monkeypatch.setattr(review, "SCORE_AFTER", -1.0)
+    assert page.score_missing() == 1 and "scores" in content.read_draft(draft_id)
+    assert page.score_missing() == 0
