@@ -184,7 +184,7 @@ def validate(cfg: Config, source: str = "aiimg.toml") -> Config:
         (cfg.variation.count >= 1, "[variation] count", cfg.variation.count, ">= 1"),
         (len(cfg.variation.areas) >= 1 and all(isinstance(a, int) and a >= 4096 for a in cfg.variation.areas),
          "[variation] areas", cfg.variation.areas, "a list of whole pixel areas >= 4096"),
-        (0.0 < cfg.variation.strength <= 1.0, "[variation] strength", cfg.variation.strength, "in (0, 1]"),
+        (0.01 <= cfg.variation.strength <= 1.0, "[variation] strength", cfg.variation.strength, "0.01..1"),
         (cfg.variation.steps >= 1, "[variation] steps", cfg.variation.steps, ">= 1"),
         (cfg.model.device in ("auto", "cuda", "mps", "cpu"), "[model] device", cfg.model.device, "auto | cuda | mps | cpu"),
         (cfg.site.lang in ("en", "ja"), "[site] lang", cfg.site.lang, "en | ja"),

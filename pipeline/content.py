@@ -9,15 +9,16 @@
           draft.json                     its recipe; written last: a draft exists once it does
           seed.txt                       the creator's marker (any case; seed.txt.txt too):
                                          empty, or TOML overrides (see MARKER_KEYS)
-          seed.error.txt                 why the marker could not be honoured (newer than it)
+          seed.error.txt                 why the marker could not be honoured; its last line
+                                         names the marker version it answers
       works/<draft-id>/
           1.png 2.png ...                variations, numbered across rounds, never overwritten
           work.json                      {"draft": id, "rounds": [...], "variations": [...]}
       .aiimg/lock                        held (flock) by the process that generates
       .aiimg/status.json                 what that process is doing, for `aiimg status`
 
-A draft id (``20261125-153012-7f3a``) sorts by time and is unique without coordination; ids
-are validated before they become paths. Every write is atomic: a temp file ``.<name>.<pid>.tmp``
+A draft id (``20261125-153012-7f3a9``) sorts by time and is unique without coordination; ids
+are validated before they become paths. Every write is atomic: a temp file ``.<name>.<pid>-<token>.tmp``
 in the same folder, fsync, ``os.replace``. A temp file whose process is gone is debris from a
 kill and is removed by :meth:`Content.clean_temp`.
 
@@ -49,10 +50,11 @@ from pipeline.errors import AiimgError, MarkerError
 
 DRAFT_ID = re.compile(r"^(\d{8})-(\d{6})-([0-9a-f]{4,16})$")
 MARKER_NAMES = ("seed.txt", "seed.txt.txt")
+DRAFT_KEYS = ("id", "prompt", "width", "height", "seed")
 ERROR_NAME = "seed.error.txt"
 MARKER_KEYS = {
     "count": (int, "how many variations (1..100)"),
-    "strength": (float, "img2img denoising strength (0..1]"),
+    "strength": (float, "img2img denoising strength, 0.01..1"),
     "steps": (int, "denoising steps"),
     "guidance_scale": (float, "CFG scale"),
     "prompt": (str, "prompt for the variations instead of the draft's"),
@@ -63,10 +65,13 @@ MARKER_KEYS = {
 
 # -- atomic writes ---------------------------------------------------------------------------
 
+_TOKEN = secrets.token_hex(4)   # this process's temp files, even if a dead one had our pid
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` is either absent, the old bytes or all the new bytes."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{_TOKEN}.tmp")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -142,6 +147,7 @@ class Marker:
     folder: Path          # the folder it was dropped in
     mtime_ns: int
     signature: str        # "<mtime_ns>-<sha256[:16]>": one version of the marker
+    data: bytes = b""     # the bytes that signature was computed from (overrides come from them)
 
     @property
     def draft_id(self) -> str | None:
@@ -161,20 +167,24 @@ def find_marker(folder: Path) -> Path | None:
 
 
 def read_marker(path: Path) -> Marker | None:
-    """The marker's current version, or None if it vanished meanwhile."""
+    """The marker's current version (one open: its bytes and mtime agree), or None if gone."""
     try:
-        data = Path(path).read_bytes()
-        mtime = Path(path).stat().st_mtime_ns
+        with open(path, "rb") as fh:
+            mtime = os.fstat(fh.fileno()).st_mtime_ns
+            data = fh.read()
     except OSError:
         return None
     digest = hashlib.sha256(data).hexdigest()[:16]
-    return Marker(Path(path), Path(path).parent, mtime, f"{mtime}-{digest}")
+    return Marker(Path(path), Path(path).parent, mtime, f"{mtime}-{digest}", data)
 
 
-def parse_marker(path: Path) -> dict:
-    """The overrides in a seed.txt (empty file: none). MarkerError says what is wrong."""
+def parse_marker(path: Path, data: bytes | None = None) -> dict:
+    """The overrides in a seed.txt (empty file: none). MarkerError says what is wrong.
+
+    ``data``: the bytes a Marker was read with, so that a round's overrides and its signature
+    come from the same version of the file even when the creator saves it twice quickly."""
     try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
+        text = (Path(path).read_bytes() if data is None else data).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise MarkerError(f"{path}: not UTF-8 text; save it as UTF-8 (or empty it)") from None
     except OSError as exc:
@@ -195,7 +205,7 @@ def _check_marker_value(path: Path, key: str, value) -> None:
     ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
     if isinstance(value, bool) or not ok:
         raise MarkerError(f"{path}: {key} = {value!r} should be a {kind.__name__} ({doc})")
-    limits = {"count": (1, 100), "strength": (1e-9, 1.0), "steps": (1, 1000), "guidance_scale": (0.0, 100.0)}
+    limits = {"count": (1, 100), "strength": (0.01, 1.0), "steps": (1, 1000), "guidance_scale": (0.0, 100.0)}
     if key in limits and not limits[key][0] <= value <= limits[key][1]:
         raise MarkerError(f"{path}: {key} = {value!r} is out of range ({doc})")
 
@@ -256,7 +266,13 @@ class Content:
         return sorted(out, key=lambda d: d.id)
 
     def read_draft(self, draft_id: str) -> dict:
-        return read_json(self.draft(draft_id).recipe_path)
+        path = self.draft(draft_id).recipe_path
+        recipe = read_json(path)
+        missing = [k for k in DRAFT_KEYS if not isinstance(recipe, dict) or k not in recipe]
+        if missing:
+            raise AiimgError(f"{path}: not a draft recipe (missing {', '.join(missing)}); restore it "
+                             f"or delete the draft folder")
+        return recipe
 
     # works
     def work_folder(self, draft_id: str) -> Path:
@@ -266,7 +282,12 @@ class Content:
         path = self.work_folder(draft_id) / "work.json"
         if not path.exists():
             return {"draft": draft_id, "rounds": [], "variations": []}
-        return read_json(path)
+        work = read_json(path)
+        if not (isinstance(work, dict) and isinstance(work.get("rounds"), list)
+                and isinstance(work.get("variations"), list)):
+            raise AiimgError(f"{path}: not a work record (needs \"rounds\" and \"variations\" lists); "
+                             f"restore it, or move it away to start this work afresh")
+        return work
 
     def write_work(self, draft_id: str, work: dict) -> None:
         folder = self.work_folder(draft_id)
@@ -296,13 +317,16 @@ class Content:
             if self._errored(marker):
                 errored.append(marker)
                 continue
-            seed = self._seed(marker)
+            seed = self.seed_for(marker)
             if seed:
                 waiting.append(seed)
         return waiting, errored
 
-    def _seed(self, marker: Marker) -> Seed | None:
+    def seed_for(self, marker: Marker) -> Seed | None:
+        """What this marker version asks for now, or None when its round is done."""
         draft = Draft(marker.draft_id, marker.folder) if marker.draft_id else Draft("", marker.folder)
+        if draft.id and Path(marker.folder) != self.draft_folder(draft.id):
+            draft = Draft("", marker.folder)   # a copy of a draft folder elsewhere: never served
         if not draft.id or not draft.recipe_path.is_file():
             return Seed(marker, draft)   # not a draft: the loop reports it beside the marker
         try:
@@ -318,18 +342,22 @@ class Content:
         return Seed(marker, draft)
 
     def _errored(self, marker: Marker) -> bool:
-        err = marker.folder / ERROR_NAME
+        """An error file answers this very version of the marker (its last line names it)."""
         try:
-            return err.stat().st_mtime_ns >= marker.mtime_ns
+            text = (marker.folder / ERROR_NAME).read_text(encoding="utf-8", errors="replace")
         except OSError:
             return False
+        return text.rstrip().endswith(f"marker: {marker.signature}")
 
     def write_error(self, marker: Marker, message: str) -> None:
+        """seed.error.txt beside the marker; editing the marker (a new signature) retries it.
+
+        The signature is recorded in the file rather than compared by mtime, which coarse
+        file systems (FAT, network drives) round to seconds."""
         text = (f"aiimg could not make variations from {marker.path.name}:\n\n{message}\n\n"
-                f"Edit or re-save {marker.path.name} to try again; delete it to give up.\n")
-        atomic_write_text(marker.folder / ERROR_NAME, text)
-        # the error must be newer than the marker version it answers, even on coarse clocks
-        os.utime(marker.folder / ERROR_NAME, ns=(marker.mtime_ns, max(marker.mtime_ns, _mtime(marker.folder / ERROR_NAME))))
+                f"Edit or re-save {marker.path.name} to try again; delete it to give up.\n\n"
+                f"marker: {marker.signature}\n")
+        atomic_write_bytes(marker.folder / ERROR_NAME, text.encode("utf-8", errors="replace"))
 
     def clear_error(self, folder: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -350,8 +378,8 @@ class Content:
         removed = 0
         for folder in _walk(self.root, depth=4):
             for entry in _files(folder):
-                m = re.match(r"^\..+\.(\d+)\.tmp$", entry.name)
-                if m and not _alive(int(m.group(1))):
+                m = re.match(r"^\..+\.(\d+)-([0-9a-f]+)\.tmp$", entry.name)
+                if m and _debris(int(m.group(1)), m.group(2)):
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
                         removed += 1
@@ -410,12 +438,12 @@ class Content:
         return self.state_dir / "gallery-hashes.json"
 
 
+def _debris(pid: int, token: str) -> bool:
+    return not _alive(pid) or (pid == os.getpid() and token != _TOKEN)
+
+
 def _round_done(rnd: dict) -> bool:
     return len(rnd.get("files", [])) >= rnd.get("count", 0) or rnd.get("cancelled", False)
-
-
-def _mtime(path: Path) -> int:
-    return Path(path).stat().st_mtime_ns
 
 
 def _alive(pid: int) -> bool:

@@ -23,7 +23,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from pipeline import drafts, models, prompts, variations
-from pipeline.content import Content, Seed, find_marker
+from pipeline.content import Content, Seed, find_marker, read_marker
 from pipeline.errors import AiimgError, MarkerError
 
 
@@ -198,25 +198,37 @@ class Studio:
         try:
             return self._serve(seed)
         except MarkerError as exc:
-            self._marker_error(seed, str(exc))
+            return self._marker_error(seed, str(exc))
         except AiimgError as exc:   # e.g. disk full: not the marker's fault; try again later
             self.made["errors"] += 1
             say(f"error: {exc}")
             return -1
-        return 0
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:   # a daemon keeps going: whatever broke is reported where the creator acted
+            return self._marker_error(seed, f"{type(exc).__name__}: {exc}")
 
-    def _marker_error(self, seed: Seed, message: str) -> None:
+    def _marker_error(self, seed: Seed, message: str) -> int:
+        """0 once the error is beside the marker; -1 (back off) when even that cannot be written."""
         self.made["errors"] += 1
         say(f"seed error: {message}")
         try:
             self.content.write_error(seed.marker, message)
-        except (AiimgError, OSError) as exc:
-            say(f"error: cannot write {seed.marker.folder}/seed.error.txt: {exc}")
+        except Exception as exc:
+            say(f"error: cannot write {seed.marker.folder / 'seed.error.txt'}: {exc}")
+            return -1
+        return 0
 
     def _serve(self, seed: Seed) -> int:
-        # 1. removing seed.txt before the round starts cancels it
-        if not seed.round and find_marker(seed.marker.folder) is None:
+        # 1. the marker as it is now (the seed list may be stale); removing it before the round
+        #    starts cancels the round, and a round done meanwhile is not done twice
+        path = find_marker(seed.marker.folder)
+        marker = path and read_marker(path)
+        if not seed.round and not marker:
             say(f"seed   {seed.draft.id}  cancelled (seed.txt removed)")
+            return 0
+        seed = self.content.seed_for(marker) if marker else seed
+        if seed is None:
             return 0
         # 2. the round: resumed as recorded, or planned from seed.txt (MarkerError if bad)
         work, rnd = variations.plan_round(self.cfg, self.content, seed)
@@ -422,7 +434,7 @@ def _choose(content: Content, waiting: list[Seed], draft_ids: list[str]) -> tupl
         return waiting, []
     by_id = {s.draft.id: s for s in waiting}
     chosen, problems = [], []
-    for draft_id in draft_ids:
+    for draft_id in dict.fromkeys(draft_ids):   # each once, in the order given
         folder = content.draft_folder(draft_id)
         if draft_id in by_id:
             chosen.append(by_id[draft_id])

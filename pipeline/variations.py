@@ -30,15 +30,16 @@ from pipeline.metadata import png_bytes
 def plan_round(cfg, content: Content, seed: Seed) -> tuple[dict, dict]:
     """(work, round): the round to run for ``seed``, new or resumed; raises MarkerError."""
     if not seed.draft.id or not seed.draft.recipe_path.is_file():
-        raise MarkerError(f"{seed.marker.folder}: not a draft folder (no draft.json here); "
-                          f"put {seed.marker.path.name} beside a draft.png made by aiimg")
+        raise MarkerError(f"{seed.marker.folder}: not a draft folder of this studio (drafts live in "
+                          f"drafts/YYYY-MM-DD/<draft-id>/ with their draft.json; copies elsewhere are "
+                          f"not served); put {seed.marker.path.name} beside the original draft.png")
     try:
         work = content.read_work(seed.draft.id)
     except AiimgError as exc:
         raise MarkerError(str(exc)) from None
     if seed.round:
         return work, work["rounds"][-1]
-    overrides = parse_marker(seed.marker.path)
+    overrides = parse_marker(seed.marker.path, seed.marker.data)
     if work["rounds"] and not work["rounds"][-1].get("files"):
         work["rounds"].pop()   # planned but never started: the marker changed before it began
     first = max((v["index"] for v in work["variations"]), default=0) + 1
@@ -95,13 +96,14 @@ def encode(model, source: Image.Image, size: tuple[int, int]):
     Done once per round (every variation of a seed starts from the same latents) and, in the
     loop, ahead of time by the prefetch worker. The posterior's mode, not a sample, so the
     latents do not depend on which variation asks. None where diffusers must upcast an fp16
-    VAE itself (SDXL): that pipeline then encodes the image as usual.
+    VAE itself (SDXL with the original VAE): that pipeline then encodes the image as usual.
     """
     import torch
 
     pipe = model.img2img
     vae = pipe.vae
-    if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+    # only the SDXL pipelines upcast an fp16 VAE to encode (SD 1.x/2.x encode in fp16 as is)
+    if vae.dtype == torch.float16 and vae.config.force_upcast and hasattr(pipe, "upcast_vae"):
         return None
     pixels = pipe.image_processor.preprocess(source.resize(size, Image.LANCZOS))
     with torch.no_grad():

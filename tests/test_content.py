@@ -55,6 +55,7 @@ def test_marker_overrides(tmp_path):
     (b"count = 0", "out of range"),
     (b"count = true", "should be a int"),
     (b"strength = 2.0", "out of range"),
+    (b"strength = 0.001", "out of range"),
     (b"prompt = 3", "should be a str"),
     (b"\xff\xfe\x00bad", "not UTF-8"),
 ])
@@ -99,6 +100,24 @@ def test_unfinished_round_is_resumed_even_if_the_marker_changed(c):
     assert seed.round == rnd
 
 
+def test_overrides_come_from_the_bytes_the_signature_was_made_of(c, tmp_path):
+    path = tmp_path / "seed.txt"
+    path.write_text("count = 1\n")
+    marker = content_mod.read_marker(path)
+    path.write_text("count = 2\n")   # saved again after the loop read it
+    assert parse_marker(path, marker.data) == {"count": 1}
+
+
+def test_a_copy_of_a_draft_folder_elsewhere_is_not_served_as_that_draft(c):
+    folder = make_draft(c, "20261125-120000-aaaa")
+    copy = c.drafts_dir / "favourites" / folder.name
+    copy.mkdir(parents=True)
+    (copy / "draft.json").write_text((folder / "draft.json").read_text())
+    (copy / "seed.txt").write_text("")
+    (seed,), _ = c.seeds()
+    assert seed.draft.id == "" and seed.marker.folder == copy
+
+
 def test_error_file_parks_the_marker_until_it_is_edited(c):
     folder = make_draft(c, "20261125-120000-aaaa")
     (folder / "seed.txt").write_text("bad = 1")
@@ -106,8 +125,9 @@ def test_error_file_parks_the_marker_until_it_is_edited(c):
     c.write_error(seed.marker, "unknown key 'bad'")
     assert c.seeds() == ([], [seed.marker])
     assert "unknown key 'bad'" in (folder / "seed.error.txt").read_text()
-    time.sleep(0.01)
     (folder / "seed.txt").write_text("count = 1")
+    # a coarse clock (FAT, network drives) may give the edit the same mtime: the bytes changed
+    os.utime(folder / "seed.txt", ns=(seed.marker.mtime_ns, seed.marker.mtime_ns))
     assert len(c.seeds()[0]) == 1
 
 
@@ -142,10 +162,12 @@ def test_failed_atomic_write_leaves_old_bytes_and_no_temp(tmp_path, monkeypatch)
 def test_clean_temp_removes_only_debris_of_dead_processes(c):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     folder = make_draft(c, "20261125-120000-aaaa")
-    (folder / f".draft.png.{dead.stdout.strip()}.tmp").write_bytes(b"half")
-    (folder / f".draft.json.{os.getpid()}.tmp").write_bytes(b"mine, in flight")
-    assert c.clean_temp() == 1
-    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == [f".draft.json.{os.getpid()}.tmp"]
+    mine = f".draft.json.{os.getpid()}-{content_mod._TOKEN}.tmp"
+    (folder / f".draft.png.{dead.stdout.strip()}-0badc0de.tmp").write_bytes(b"half")
+    (folder / f".work.json.{os.getpid()}-0badc0de.tmp").write_bytes(b"a dead process that had our pid")
+    (folder / mine).write_bytes(b"mine, in flight")
+    assert c.clean_temp() == 2
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == [mine]
 
 
 def test_a_second_lock_is_refused_with_the_holder_named(c):

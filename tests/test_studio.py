@@ -244,3 +244,71 @@ def test_prefetched_latents_give_the_same_pixels_as_encoding_in_the_round(studio
         plain = variations.make(studio.model, img.convert("RGB"), dict(v))
     with Image.open(studio.content.work_folder(draft_id) / "1.png") as img:
         assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(plain))
+
+
+def test_a_copy_of_a_marked_draft_folder_gets_an_error_not_endless_rounds(studio):
+    import shutil
+
+    draft_id = one_draft(studio)
+    original = studio.content.draft_folder(draft_id)
+    mark(studio, draft_id, "count = 1")
+    copy = studio.content.drafts_dir / "favourites" / draft_id
+    shutil.copytree(original, copy)   # a plain copy: new mtimes, a new marker signature
+    assert serve_all(studio) == 1
+    assert len(studio.content.read_work(draft_id)["rounds"]) == 1
+    assert "copies elsewhere are not served" in (copy / "seed.error.txt").read_text()
+
+
+@pytest.mark.parametrize("breakage", ["draft_missing_key", "work_not_an_object"])
+def test_broken_records_are_reported_beside_the_marker_not_crashing(studio, breakage):
+    draft_id = one_draft(studio)
+    if breakage == "draft_missing_key":
+        path = studio.content.draft(draft_id).recipe_path
+        recipe = json.loads(path.read_text())
+        del recipe["width"]
+        path.write_text(json.dumps(recipe))
+    else:
+        studio.content.work_folder(draft_id).mkdir(parents=True)
+        (studio.content.work_folder(draft_id) / "work.json").write_text("{}")
+    mark(studio, draft_id)
+    assert serve_all(studio) == 0
+    error = (studio.content.draft_folder(draft_id) / "seed.error.txt").read_text()
+    assert "draft.json: not a draft recipe (missing width)" in error or "work.json: not a work record" in error
+
+
+def test_an_unexpected_failure_is_reported_and_the_loop_goes_on(studio, monkeypatch):
+    bad, good = one_draft(studio), one_draft(studio)
+    mark(studio, bad, "count = 1")
+    time.sleep(0.01)
+    mark(studio, good, "count = 1")
+    real = variations.load_draft
+
+    def explode(content, seed):
+        if seed.draft.id == bad:
+            raise ValueError("something nobody foresaw")
+        return real(content, seed)
+
+    monkeypatch.setattr(variations, "load_draft", explode)
+    assert serve_all(studio) == 1
+    assert "ValueError: something nobody foresaw" in (studio.content.draft_folder(bad) / "seed.error.txt").read_text()
+
+
+def test_when_even_the_error_file_cannot_be_written_the_loop_backs_off(studio, monkeypatch):
+    draft_id = one_draft(studio)
+    mark(studio, draft_id, "count = oops")
+
+    def read_only(marker, message):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(studio.content, "write_error", read_only)
+    (seed,), _ = studio.content.seeds()
+    assert studio.serve(seed) == -1
+
+
+def test_a_stale_seed_served_twice_makes_one_round(studio):
+    draft_id = one_draft(studio)
+    mark(studio, draft_id, "count = 1")
+    (seed,), _ = studio.content.seeds()
+    assert studio.serve(seed) == 1
+    assert studio.serve(seed) == 0   # e.g. `aiimg vary ID ID`, or the same marker seen twice
+    assert len(studio.content.read_work(draft_id)["rounds"]) == 1
