@@ -437,6 +437,10 @@ class Content:
         """The gallery build's cache of source hashes (by size, mtime, inode); safe to delete."""
         return self.state_dir / "gallery-hashes.json"
 
+    def gallery_stamp_path(self) -> Path:
+        """The gallery build's stamp of what the last build read (lets a no-op build stop)."""
+        return self.state_dir / "gallery-stamp.json"
+
 
 def _debris(pid: int, token: str) -> bool:
     return not _alive(pid) or (pid == os.getpid() and token != _TOKEN)

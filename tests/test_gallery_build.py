@@ -292,3 +292,49 @@ def test_hostile_tag_gets_a_safe_slug(tmp_path):
     build_site(cfg)
     slugs = sorted(p.name for p in (cfg.output_dir / "tags").iterdir() if p.is_dir())
     assert all(re.fullmatch(r"[a-z0-9-]+", s) for s in slugs) and len(slugs) == 2
+
+
+def test_pages_follow_their_inputs_and_are_remade_when_deleted(site, tmp_path):
+    cfg, _ = site
+    newest = sorted(ids(tmp_path))[-1]
+    (tmp_path / "content/works" / newest / "work.toml").write_text('title = "Renamed"\n')
+    (cfg.output_dir / "tags/index.html").unlink()
+    report = build_site(cfg)
+    assert report.images_made == 0
+    assert "<h1>Renamed</h1>" in (cfg.output_dir / "works" / newest / "index.html").read_text()
+    assert "Renamed" in (cfg.output_dir / "index.html").read_text()            # the tile's caption
+    tag = Content(tmp_path / "content").read_work(newest)["variations"][0]["picks"][0]["value"]
+    assert "Renamed" in (cfg.output_dir / "tags" / tag / "index.html").read_text()
+    assert (cfg.output_dir / "tags/index.html").is_file()                         # deleted by hand: made again
+    assert 0 < report.pages_written < 10
+
+
+def test_noop_build_stops_at_the_stamp_without_rendering(site, monkeypatch):
+    cfg, first = site
+    import pipeline.gallery.render as render
+
+    monkeypatch.setattr(render, "render_site", lambda *a: pytest.fail("a no-op build rendered pages"))
+    report = build_site(cfg)
+    assert (report.works, report.images_reused, report.images_made, report.pages_written) == (6, 24, 0, 0)
+    assert report.pages_unchanged == first.pages_written
+
+
+def test_changed_draft_or_deleted_output_file_defeats_the_stamp(site, tmp_path):
+    cfg, _ = site
+    wid = ids(tmp_path)[0]
+    draft = Content(tmp_path / "content").draft(wid)
+    recipe = Content(tmp_path / "content").read_draft(wid)
+    draft.image.write_bytes(png_bytes(art(recipe["width"], recipe["height"], 4242), recipe))
+    assert build_site(cfg).images_made == 1
+    victim = next(cfg.output_dir.glob("images/*/*.webp"))
+    victim.unlink()
+    assert build_site(cfg).images_made == 1 and victim.is_file()
+
+
+def test_problems_are_reported_by_every_build_until_fixed(tmp_path):
+    make_content(tmp_path, 2)
+    wid = ids(tmp_path)[0]
+    (tmp_path / f"content/works/{wid}/2.png").write_bytes(b"broken")
+    cfg = site_config(tmp_path)
+    for _ in range(2):
+        assert any(f"{wid}/2.png: cannot read image" in p for p in build_site(cfg).problems)

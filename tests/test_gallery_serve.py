@@ -45,6 +45,7 @@ def test_serve_previews_and_rebuilds_on_change(tmp_path):
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(f"{base}no/such/page/")
         assert missing.value.code == 404 and b"Page not found" in missing.value.read()
+        missing.value.close()
     finally:
         stop.set()
         thread.join(10)
