@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 # torch first and pinned: a CPU wheel here; set TORCH= to your CUDA build on a GPU machine
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+GALLERY := $(VENV)/.installed-gallery
 
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
@@ -18,9 +19,17 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[studio,rank,dev]"
-	touch $(STAMP)
+	touch $(STAMP) $(GALLERY)
+
+# the gallery alone needs no torch: `make build` on a machine that only publishes
+$(GALLERY): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e .
+	touch $(GALLERY)
 
 install: $(STAMP)
+
+gallery-install: $(GALLERY)
 
 # Debian's chromium for the browser tests (Playwright cannot download browsers offline)
 chromium:
@@ -34,10 +43,10 @@ demo: install
 run: install
 	$(BIN)/aiimg run
 
-build: install
+build: gallery-install
 	$(BIN)/aiimg build
 
-serve: install
+serve: gallery-install
 	$(BIN)/aiimg serve
 
 test: install chromium

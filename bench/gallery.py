@@ -10,7 +10,7 @@ Measures (wall time of each whole command, Python start-up included):
   3. first-page weight: bytes the browser (Debian's chromium) loads for the first screen of the
      index at 1366x768 (HTML + CSS + JS + images), aiimg and sigal.
 The synthetic content is generated once and cached under bench/.cache/gallery/ (gitignored);
-results go to bench/results/gallery.json. See bench/README-gallery.md.
+results go to bench/results/gallery.json. See bench/README.md.
 """
 
 from __future__ import annotations

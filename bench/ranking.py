@@ -1,4 +1,4 @@
-"""Benchmark of draft evaluation (run by `make bench`; see bench/README-ranking.md).
+"""Benchmark of draft evaluation (run by `make bench`; see bench/README.md).
 
 1. Scoring cost per 800x800 draft (goal <= 50 ms for the default scorer): PNG decode, the
    default scorer, the perceptual hash, and the whole hook the loop calls (``on_new_draft``:
