@@ -16,6 +16,10 @@
           work.json                      {"draft": id, "rounds": [...], "variations": [...]}
       .aiimg/lock                        held (flock) by the process that generates
       .aiimg/status.json                 what that process is doing, for `aiimg status`
+      .aiimg/gallery-hashes.json         the gallery's cache of source hashes  } caches, all safe
+      .aiimg/gallery-stamp.json          the gallery's no-op shortcut          } to delete; their
+      .aiimg/preference.json             the learned preference model          } formats are in
+      .aiimg/embeddings/<draft-id>.npy   CLIP embeddings for that model        } gallery/, ranking/
 
 A draft id (``20261125-153012-7f3a9``) sorts by time and is unique without coordination; ids
 are validated before they become paths. Every write is atomic: a temp file ``.<name>.<pid>-<token>.tmp``

@@ -74,12 +74,12 @@ def test_rank_is_incremental_and_all_rescores(folder):
     cfg, content = folder
     ids = [F.make_draft(content, img) for img in (F.clean(8), F.blurred(F.clean(9)), F.blank(1))]
     report = rank_command(cfg)
-    assert "scored 3 of 3 drafts" in report and "blank 1" in report and "blurry 1" in report
+    assert "scored 3 draft(s)" in report and "blank 1" in report and "blurry 1" in report
     stamp = F.scores_of(content, ids[0])["scored"]
-    assert "scored 0 of 3 drafts" in rank_command(cfg)
+    assert "skipped 3 already scored" in rank_command(cfg)
     ids.append(F.make_draft(content, F.clean(10)))
-    assert "scored 1 of 4 drafts" in rank_command(cfg)
-    assert "scored 4 of 4 drafts" in rank_command(cfg, rescore=True)
+    assert "scored 1 draft(s)" in rank_command(cfg)
+    assert "scored 4 draft(s)" in rank_command(cfg, rescore=True)
     order = report.splitlines()
     assert order[-1].split()[0] == "reject"                  # the blank one sorts last
     assert F.scores_of(content, ids[0])["scored"] >= stamp
@@ -140,7 +140,7 @@ def test_cli_rank_and_stats_and_a_bad_weight(tmp_path):
     run = lambda *args: subprocess.run([sys.executable, "-m", "pipeline.cli", "--config", str(toml), *args],
                                        capture_output=True, text=True, timeout=120)
     ranked = run("rank")
-    assert ranked.returncode == 0 and "scored 1 of 1 drafts" in ranked.stdout
+    assert ranked.returncode == 0 and "scored 1 draft(s)" in ranked.stdout
     stats = run("stats")
     assert stats.returncode == 0 and "blue" in stats.stdout and "1 drafts, 0 seeded by you" in stats.stdout
     toml.write_text("[score]\nweights = { default = 1.0, sharpness = 2.0 }\n")

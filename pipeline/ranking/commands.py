@@ -22,8 +22,8 @@ def rank_command(cfg, learn: bool = False, evaluate: bool = False, rescore: bool
     entries = store.entries(content)
     started = time.perf_counter()
     done = ranker.score_entries(entries, frozenset(ranker.names) if rescore else frozenset())
-    lines.append(f"scored {done} of {len(entries)} drafts in {time.perf_counter() - started:.1f} s "
-                 f"(scorers: {', '.join(ranker.names)})")
+    lines.append(f"scored {done} draft(s) in {time.perf_counter() - started:.1f} s, skipped "
+                 f"{len(entries) - done} already scored (scorers: {', '.join(ranker.names)}; --all rescores)")
     if learn:
         lines.append(learn_preference(cfg, content, ranker, entries))
     if evaluate:
