@@ -151,7 +151,7 @@ class Marker:
     folder: Path          # the folder it was dropped in
     mtime_ns: int
     signature: str        # "<mtime_ns>-<sha256[:16]>": one version of the marker
-    data: bytes = b""     # the bytes that signature was computed from (overrides come from them)
+    data: bytes | None = None   # the bytes the signature was made of (None: unreadable)
 
     @property
     def draft_id(self) -> str | None:
@@ -176,8 +176,14 @@ def read_marker(path: Path) -> Marker | None:
         with open(path, "rb") as fh:
             mtime = os.fstat(fh.fileno()).st_mtime_ns
             data = fh.read()
-    except OSError:
+    except FileNotFoundError:
         return None
+    except OSError:   # there but unreadable: a marker all the same, whose parse says why
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError:
+            return None
+        return Marker(Path(path), Path(path).parent, mtime, f"{mtime}-unreadable", None)
     digest = hashlib.sha256(data).hexdigest()[:16]
     return Marker(Path(path), Path(path).parent, mtime, f"{mtime}-{digest}", data)
 

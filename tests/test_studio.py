@@ -312,3 +312,20 @@ def test_a_stale_seed_served_twice_makes_one_round(studio):
     assert studio.serve(seed) == 1
     assert studio.serve(seed) == 0   # e.g. `aiimg vary ID ID`, or the same marker seen twice
     assert len(studio.content.read_work(draft_id)["rounds"]) == 1
+
+
+def test_an_unreadable_marker_gets_an_error_file(studio, monkeypatch):
+    draft_id = one_draft(studio)
+    marker = mark(studio, draft_id)
+    real_open = open
+
+    def denied(path, *args, **kwargs):   # root reads anything: simulate chmod 000
+        if str(path) == str(marker):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", denied)
+    monkeypatch.setattr(type(marker), "read_bytes", lambda self: denied(self))
+    assert serve_all(studio) == 0
+    monkeypatch.undo()
+    assert "cannot read" in (marker.parent / "seed.error.txt").read_text()
