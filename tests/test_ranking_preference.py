@@ -111,7 +111,8 @@ def test_learn_writes_plain_json_and_becomes_a_scorer(tmp_path):
     assert min(seeded) > np.median(unmarked)
     # a new draft is scored by the learned model too
     new = F.make_draft(content, F.clean(50, size=(416, 384)))
-    assert "scored 1 of 25" in rank_command(cfg)
+    rerank = rank_command(cfg)
+    assert "scored 1 draft(s) in" in rerank and "skipped 24 already scored" in rerank
     assert "preference" in F.scores_of(content, new)["scorers"]
 
 
