@@ -55,13 +55,13 @@ class Prefetch:
         self.queued.clear()
         studio = self.studio
         waiting, _ = studio.content.seeds()
-        if not waiting or studio.model is None:
+        if not waiting:
             return
         try:
             _, source = variations.load_draft(studio.content, waiting[0])
-        except (MarkerError, AiimgError):
+        except AiimgError:
             return   # the loop reports it beside the marker
-        size = variations.first_stage_size(source, {"stage_areas": studio.cfg.variation.areas})
+        size = variations.first_stage_size(source, studio.cfg.variation.areas)
         key = (waiting[0].draft.id, size)
         if key not in self.ready:
             self.ready[key] = variations.encode(studio.model, source, size)
@@ -235,7 +235,7 @@ class Studio:
         draft, source = variations.load_draft(self.content, seed)
         self.content.write_work(seed.draft.id, work)
         # 3. the draft's latents, once for the whole round (prefetched when the loop saw the marker)
-        size = variations.first_stage_size(source, {"stage_areas": self.cfg.variation.areas})
+        size = variations.first_stage_size(source, self.cfg.variation.areas)
         latents = self.prefetch.take(seed.draft.id, size)
         if latents is None:
             latents = variations.encode(self.model, source, size)
@@ -245,6 +245,7 @@ class Studio:
         for index in range(rnd["first_index"] + len(rnd["files"]), rnd["first_index"] + rnd["count"]):
             if find_marker(seed.marker.folder) is None:
                 rnd["cancelled"] = True
+                self.content.write_work(seed.draft.id, work)
                 say(f"seed   {seed.draft.id}  cancelled after {len(rnd['files'])} (seed.txt removed)")
                 break
             recipe = variations.variation_recipe(self.cfg, draft, rnd, round_no, index, self.model)
@@ -259,8 +260,7 @@ class Studio:
             self.made["variations"] += 1
             say(f"vary   {seed.draft.id}  #{index}  {recipe['width']}x{recipe['height']}  "
                 f"{recipe['seconds']:.1f} s  [{len(rnd['files'])}/{rnd['count']}]")
-        # 5. done (or cancelled): record it, and clear an error the creator has fixed
-        self.content.write_work(seed.draft.id, work)
+        # 5. done (or cancelled, recorded above): clear an error the creator has fixed
         self.content.clear_error(seed.marker.folder)
         return made
 

@@ -86,8 +86,9 @@ def variation_seed(draft_id: str, index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{draft_id}:{index}".encode()).digest()[:4], "big")
 
 
-def first_stage_size(source: Image.Image, recipe: dict) -> tuple[int, int]:
-    return sizes.size_for(recipe["stage_areas"][0], source.width / source.height)
+def first_stage_size(source: Image.Image, areas: list) -> tuple[int, int]:
+    """The size the draft is encoded at: the first area of the ladder, the draft's ratio."""
+    return sizes.size_for(areas[0], source.width / source.height)
 
 
 def encode(model, source: Image.Image, size: tuple[int, int]):
