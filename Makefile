@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install gallery-install chromium demo run build serve test bench golden clean
+.PHONY: install gallery-install chromium demo run build serve test lint fmt bench golden clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,8 +49,17 @@ build: gallery-install
 serve: gallery-install
 	$(BIN)/aiimg serve
 
-test: install chromium
+test: install chromium lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+# ruff: lint and format check (line length in pyproject.toml); `make fmt` applies both
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 bench: install chromium
 	OMP_NUM_THREADS=1 $(BIN)/python bench/studio.py

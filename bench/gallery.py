@@ -30,7 +30,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 CACHE = REPO / "bench/.cache/gallery"
 RESULTS = REPO / "bench/results/gallery.json"
-SIZES = [(1024, 1024), (832, 1216), (1216, 832), (896, 1152), (1152, 896)]   # ~1 MP, multiples of 64
+SIZES = [(1024, 1024), (832, 1216), (1216, 832), (896, 1152), (1152, 896)]  # ~1 MP, multiples of 64
 VIEWPORT = {"width": 1366, "height": 768}
 GOALS = {"cold_vs_sigal": 0.8, "cold_vs_floor": 1.3, "noop_vs_sigal": 0.3, "plus_one_s": 1.5, "first_page_kb": 400}
 
@@ -46,12 +46,12 @@ def main() -> None:
     _write_configs(root)
     # 2. cold builds: floor, sigal, aiimg (each from an empty output folder)
     r = {"works": args.works, "images": len(_sources(root / "content")), "cores": os.cpu_count()}
-    _read_all(root / "content")     # every tool then finds the sources in the page cache alike
+    _read_all(root / "content")  # every tool then finds the sources in the page cache alike
     r["floor_cold_s"] = _timed(root, "floor", _floor_cmd(root))
     r["sigal_cold_s"] = _timed(root, "sigal", _sigal_cmd(root))
     r["aiimg_cold_s"] = _timed(root, "output", _aiimg_cmd(root))
     # 3. rebuilds: nothing changed; then one more work
-    r["sigal_noop_s"] = min(_timed(root, None, _sigal_cmd(root)) for _ in range(3))   # best of 3, both
+    r["sigal_noop_s"] = min(_timed(root, None, _sigal_cmd(root)) for _ in range(3))  # best of 3, both
     r["aiimg_noop_s"] = min(_timed(root, None, _aiimg_cmd(root)) for _ in range(3))
     r["aiimg_plus_one_s"] = _plus_one(root, args.works)
     # 4. what a visitor's browser loads for the first screen
@@ -68,6 +68,7 @@ def _args():
 
 
 # -- content ---------------------------------------------------------------------------------
+
 
 def _ensure_content(root: Path, works: int) -> None:
     """works 0..N-1 in content/, and work N in extra/ for the +1 rebuild; generated in parallel."""
@@ -101,6 +102,7 @@ def _sources(content_dir: Path) -> list[Path]:
 
 # -- the three builders ----------------------------------------------------------------------
 
+
 def _ensure_sigal() -> None:
     if shutil.which("sigal", path=str(Path(sys.executable).parent)):
         return
@@ -109,17 +111,19 @@ def _ensure_sigal() -> None:
 
 
 def _write_configs(root: Path) -> None:
-    (root / "aiimg.toml").write_text('content = "content"\noutput = "output"\n[site]\n'
-                                     'title = "Bench"\nbase_url = "https://user.github.io/bench/"\n')
+    (root / "aiimg.toml").write_text(
+        'content = "content"\noutput = "output"\n[site]\ntitle = "Bench"\nbase_url = "https://user.github.io/bench/"\n'
+    )
     # sigal with the same work where it has one: a WebP display image fitting 1280 px (aiimg's
     # image_width) and a WebP thumbnail 280 px high (aiimg's thumb_height), from the same PNGs
     (root / "sigal.conf.py").write_text(
         'img_format = "WEBP"\nimg_size = (1280, 1280)\nthumb_size = (1280, 280)\nthumb_fit = False\n'
-        'keep_orig = False\nwrite_html = True\ntitle = "Bench"\n')
+        'keep_orig = False\nwrite_html = True\ntitle = "Bench"\n'
+    )
     src = root / "sigal-src"
     if not src.is_dir():
         for path in _sources(root / "content"):
-            album = src / path.parent.name          # one album per work (the draft joins its work's)
+            album = src / path.parent.name  # one album per work (the draft joins its work's)
             album.mkdir(parents=True, exist_ok=True)
             os.link(path, album / path.name)
     (root / "floor.list").write_text("\n".join(str(p) for p in _sources(root / "content")) + "\n")
@@ -169,6 +173,7 @@ def _plus_one(root: Path, works: int) -> float:
 
 # -- the floor: decode, resize, encode; nothing else -----------------------------------------
 
+
 def floor(listing: Path, out: Path) -> None:
     """The same outputs as aiimg's images (WebP at the same sizes, quality and method), with
     as many processes, and nothing else: no hashing, no manifest, no pages."""
@@ -181,7 +186,7 @@ def floor(listing: Path, out: Path) -> None:
 def _floor_one(src: str, out: str) -> None:
     from PIL import Image
 
-    from pipeline.gallery.images import WEBP_METHOD   # the same encoder effort as aiimg
+    from pipeline.gallery.images import WEBP_METHOD  # the same encoder effort as aiimg
 
     with Image.open(src) as im:
         image = im.convert("RGB")
@@ -197,10 +202,11 @@ def _floor_one(src: str, out: str) -> None:
 
 # -- first-page weight in a real browser -----------------------------------------------------
 
+
 def first_page_kb(site: Path) -> float:
+    from gallery_fixtures import CHROMIUM, CHROMIUM_ARGS
     from playwright.sync_api import sync_playwright
 
-    from gallery_fixtures import CHROMIUM, CHROMIUM_ARGS
     from pipeline.gallery.serve import start_server
 
     server = start_server(site, 0)
@@ -225,19 +231,27 @@ def _size(request) -> int:
 
 # -- report ----------------------------------------------------------------------------------
 
+
 def _report(r: dict) -> None:
     r["cold_vs_sigal"] = round(r["aiimg_cold_s"] / r["sigal_cold_s"], 2)
     r["cold_vs_floor"] = round(r["aiimg_cold_s"] / r["floor_cold_s"], 2)
     r["noop_vs_sigal"] = round(r["aiimg_noop_s"] / r["sigal_noop_s"], 2)
     rows = [
-        ("cold build", f"aiimg {r['aiimg_cold_s']:.2f} s | sigal {r['sigal_cold_s']:.2f} s | floor {r['floor_cold_s']:.2f} s", ""),
+        (
+            "cold build",
+            f"aiimg {r['aiimg_cold_s']:.2f} s | sigal {r['sigal_cold_s']:.2f} s | floor {r['floor_cold_s']:.2f} s",
+            "",
+        ),
         ("  aiimg / sigal", f"{r['cold_vs_sigal']:.2f}x", _goal(r["cold_vs_sigal"], "cold_vs_sigal", "x")),
         ("  aiimg / floor", f"{r['cold_vs_floor']:.2f}x", _goal(r["cold_vs_floor"], "cold_vs_floor", "x")),
         ("no-op rebuild", f"aiimg {r['aiimg_noop_s']:.2f} s | sigal {r['sigal_noop_s']:.2f} s", ""),
         ("  aiimg / sigal", f"{r['noop_vs_sigal']:.2f}x", _goal(r["noop_vs_sigal"], "noop_vs_sigal", "x")),
         ("+1 work rebuild", f"aiimg {r['aiimg_plus_one_s']:.2f} s", _goal(r["aiimg_plus_one_s"], "plus_one_s", " s")),
-        ("first-page weight", f"aiimg {r['aiimg_first_page_kb']:.0f} KB | sigal {r['sigal_first_page_kb']:.0f} KB",
-         _goal(r["aiimg_first_page_kb"], "first_page_kb", " KB")),
+        (
+            "first-page weight",
+            f"aiimg {r['aiimg_first_page_kb']:.0f} KB | sigal {r['sigal_first_page_kb']:.0f} KB",
+            _goal(r["aiimg_first_page_kb"], "first_page_kb", " KB"),
+        ),
     ]
     print(f"\n{r['works']} works, {r['images']} source PNGs, {r['cores']} cores")
     for name, value, goal in rows:

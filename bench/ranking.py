@@ -5,8 +5,9 @@
    read, score, hash, rewrite draft.json), on synthetic drafts with and without defects and on
    real photos, all resized to 800x800.
 2. Loop throughput with scoring on against off (goal >= 0.97): `aiimg draft -n N` on the tiny
-   model at 800x800 (one aspect ratio: random sizes would swamp the difference), `[score] enabled = true/false`, runs interleaved on/off so
-   drift of the machine hits both alike; the drafts' own "s per draft" line is compared.
+   model at 800x800 (one aspect ratio: random sizes would swamp the difference),
+   `[score] enabled = true/false`, runs interleaved on/off so drift of the machine hits both
+   alike; the drafts' own "s per draft" line is compared.
 
 Writes bench/results/ranking.json and prints a summary. Options: --drafts N --pairs P --quick.
 """
@@ -46,8 +47,14 @@ def images(n: int):
     import cv2
     import ranking_fixtures as F
 
-    makers = [lambda s: F.clean(s), lambda s: F.blurred(F.clean(s)), lambda s: F.noisy(F.clean(s)),
-              lambda s: F.burnt(F.clean(s)), lambda s: F.clean(s, "cut"), lambda s: F.clean(s, "centre")]
+    makers = [
+        lambda s: F.clean(s),
+        lambda s: F.blurred(F.clean(s)),
+        lambda s: F.noisy(F.clean(s)),
+        lambda s: F.burnt(F.clean(s)),
+        lambda s: F.clean(s, "cut"),
+        lambda s: F.clean(s, "centre"),
+    ]
     out = [makers[i % len(makers)](i) for i in range(n - 2)] + F.photos()
     return [cv2.resize(img, (800, 800), interpolation=cv2.INTER_AREA) for img in out]
 
@@ -60,25 +67,30 @@ def timed(fn, *args) -> float:
 
 def summary(ms: list[float]) -> dict:
     ms = sorted(ms)
-    return {"median_ms": round(statistics.median(ms), 2), "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2),
-            "max_ms": round(ms[-1], 2), "n": len(ms)}
+    return {
+        "median_ms": round(statistics.median(ms), 2),
+        "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2),
+        "max_ms": round(ms[-1], 2),
+        "n": len(ms),
+    }
 
 
 def scoring_cost(n: int) -> dict:
+    import ranking_fixtures as F
+
     from pipeline import config
     from pipeline.content import Content
     from pipeline.ranking.duplicates import phash
     from pipeline.ranking.ranker import Ranker
     from pipeline.ranking.scorers import read_rgb
     from pipeline.ranking.technical import judge, measure
-    import ranking_fixtures as F
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config.from_dict({}, root=tmp)
         content = Content(cfg.content_dir).ensure()
         ids = [F.make_draft(content, img) for img in images(n)]
         paths = [content.draft(i).image for i in ids]
-        judge(measure(read_rgb(paths[0])))                          # warm-up: imports, first calls
+        judge(measure(read_rgb(paths[0])))  # warm-up: imports, first calls
         pixels = [read_rgb(p) for p in paths]
         ranker = Ranker(cfg, content)
         result = {
@@ -97,9 +109,25 @@ def draft_rate(enabled: bool, drafts: int, steps: int, root: Path) -> float:
     (folder / "content" / "prompts" / "outfit.txt").write_text("red dress\nblue coat\nwhite kimono\n")
     (folder / "aiimg.toml").write_text(TOML.format(steps=steps, enabled="true" if enabled else "false"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "--config", str(folder / "aiimg.toml"),
-                          "--model", "tiny", "draft", "-n", str(drafts)],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "--config",
+            str(folder / "aiimg.toml"),
+            "--model",
+            "tiny",
+            "draft",
+            "-n",
+            str(drafts),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=1800,
+    )
     match = re.search(r"\(([\d.]+) s per draft\)", out.stdout)
     if out.returncode or not match:
         raise SystemExit(f"aiimg draft failed:\n{out.stdout}\n{out.stderr}")
@@ -110,14 +138,25 @@ def throughput(drafts: int, pairs: int, steps: int) -> dict:
     on, off = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for p in range(pairs):
-            order = (True, False) if p % 2 == 0 else (False, True)    # alternate who goes first
+            order = (True, False) if p % 2 == 0 else (False, True)  # alternate who goes first
             for enabled in order:
                 (on if enabled else off).append(draft_rate(enabled, drafts, steps, Path(tmp)))
-                print(f"  pair {p + 1}: scoring {'on ' if enabled else 'off'} "
-                      f"{(on if enabled else off)[-1]:.3f} s per draft", flush=True)
+                print(
+                    f"  pair {p + 1}: scoring {'on ' if enabled else 'off'} "
+                    f"{(on if enabled else off)[-1]:.3f} s per draft",
+                    flush=True,
+                )
     ratio = statistics.median(off) / statistics.median(on)
-    return {"drafts_per_run": drafts, "pairs": pairs, "steps": steps, "s_per_draft_on": on, "s_per_draft_off": off,
-            "throughput_on_over_off": round(ratio, 4), "goal": 0.97, "met": ratio >= 0.97}
+    return {
+        "drafts_per_run": drafts,
+        "pairs": pairs,
+        "steps": steps,
+        "s_per_draft_on": on,
+        "s_per_draft_off": off,
+        "throughput_on_over_off": round(ratio, 4),
+        "goal": 0.97,
+        "met": ratio >= 0.97,
+    }
 
 
 def main() -> None:
@@ -138,7 +177,9 @@ def main() -> None:
     cost["met"] = cost["default_scorer"]["median_ms"] + cost["decode_png"]["median_ms"] <= 50
     print(f"loop throughput, scoring on vs off ({args.pairs} interleaved pairs of {args.drafts} drafts, tiny model):")
     tp = throughput(args.drafts, args.pairs, args.steps)
-    print(f"  throughput on/off = {tp['throughput_on_over_off']:.3f} (goal >= 0.97: {'met' if tp['met'] else 'MISSED'})")
+    print(
+        f"  throughput on/off = {tp['throughput_on_over_off']:.3f} (goal >= 0.97: {'met' if tp['met'] else 'MISSED'})"
+    )
     results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "scoring": cost, "throughput": tp}
     out = ROOT / "bench" / "results" / "ranking.json"
     out.parent.mkdir(exist_ok=True)

@@ -34,8 +34,9 @@ def tree(folder: Path, steps: int) -> Path:
     (folder / "content" / "prompts" / "outfit.txt").write_text("red dress\nblue coat\nwhite kimono\n")
     (folder / "content" / "prompts" / "background.txt").write_text("city\nforest\nbeach\n")
     path = folder / "aiimg.toml"
-    path.write_text(f"[draft]\nsteps = {steps}\n[variation]\ncount = 1\n[score]\nenabled = false\n"
-                    f"[run]\nrescan_seconds = 2.0\n")
+    path.write_text(
+        f"[draft]\nsteps = {steps}\n[variation]\ncount = 1\n[score]\nenabled = false\n[run]\nrescan_seconds = 2.0\n"
+    )
     return path
 
 
@@ -81,21 +82,35 @@ def overhead(work: Path, drafts: int, steps: int) -> dict:
     config = tree(work / "overhead", steps)
     out = work / "bare"
     out.mkdir(exist_ok=True)
-    result = subprocess.run([sys.executable, "-c", OVERHEAD, str(config), str(out), str(drafts)],
-                            capture_output=True, text=True, env=ENV, cwd=ROOT, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", OVERHEAD, str(config), str(out), str(drafts)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        check=True,
+    )
     times = json.loads(result.stdout.strip().splitlines()[-1])
-    return {"drafts": drafts, "aiimg_s": round(times["aiimg"], 2), "bare_s": round(times["bare"], 2),
-            "ratio": round(times["aiimg"] / times["bare"], 3)}
+    return {
+        "drafts": drafts,
+        "aiimg_s": round(times["aiimg"], 2),
+        "bare_s": round(times["bare"], 2),
+        "ratio": round(times["aiimg"] / times["bare"], 3),
+    }
 
 
 # -- 2. seed latency ----------------------------------------------------------------------------
 
+
 def latency(work: Path, seeds: int, steps: int) -> dict:
     config = tree(work / "latency", steps)
     trace = work / "trace.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--config", str(config), "run"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                            env={**ENV, "AIIMG_TRACE": str(trace)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "--config", str(config), "run"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        env={**ENV, "AIIMG_TRACE": str(trace)},
+    )
     drafts_dir = work / "latency" / "content" / "drafts"
     samples, marked = [], set()
     try:
@@ -111,9 +126,14 @@ def latency(work: Path, seeds: int, steps: int) -> dict:
         proc.wait(timeout=60)
     step = _draft_step_seconds(drafts_dir)
     worst = max(samples)
-    return {"samples_s": [round(s, 3) for s in samples], "median_s": round(statistics.median(samples), 3),
-            "worst_s": round(worst, 3), "draft_step_s": round(step, 3), "goal_s": round(step + 0.5, 3),
-            "worst_over_goal": round(worst / (step + 0.5), 3)}
+    return {
+        "samples_s": [round(s, 3) for s in samples],
+        "median_s": round(statistics.median(samples), 3),
+        "worst_s": round(worst, 3),
+        "draft_step_s": round(step, 3),
+        "goal_s": round(step + 0.5, 3),
+        "worst_over_goal": round(worst / (step + 0.5), 3),
+    }
 
 
 def _wait_unmarked_draft(drafts_dir: Path, marked: set) -> Path:
@@ -125,7 +145,7 @@ def _wait_unmarked_draft(drafts_dir: Path, marked: set) -> Path:
 
 
 def _events(trace: Path) -> list[dict]:
-    return [json.loads(l) for l in trace.read_text().splitlines()] if trace.exists() else []
+    return [json.loads(line) for line in trace.read_text().splitlines()] if trace.exists() else []
 
 
 def _wait_mid_draft(trace: Path) -> None:
@@ -171,12 +191,17 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 def memory(model: str) -> dict:
     rss = {}
     for mode in ("alone", "both", "twice"):
-        result = subprocess.run([sys.executable, "-c", MEMORY, mode, model], capture_output=True, text=True,
-                                env=ENV, cwd=ROOT, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", MEMORY, mode, model], capture_output=True, text=True, env=ENV, cwd=ROOT, check=True
+        )
         rss[mode] = int(result.stdout.strip().splitlines()[-1]) / 1024
-    return {"txt2img_mb": round(rss["alone"], 1), "both_from_pipe_mb": round(rss["both"], 1),
-            "both_from_pretrained_twice_mb": round(rss["twice"], 1),
-            "ratio": round(rss["both"] / rss["alone"], 3), "ratio_naive": round(rss["twice"] / rss["alone"], 3)}
+    return {
+        "txt2img_mb": round(rss["alone"], 1),
+        "both_from_pipe_mb": round(rss["both"], 1),
+        "both_from_pretrained_twice_mb": round(rss["twice"], 1),
+        "ratio": round(rss["both"] / rss["alone"], 3),
+        "ratio_naive": round(rss["twice"] / rss["alone"], 3),
+    }
 
 
 SD15 = r"""
@@ -209,8 +234,7 @@ print(alone, rss_mb())
 
 
 def memory_sd15() -> dict:
-    result = subprocess.run([sys.executable, "-c", SD15], capture_output=True, text=True, env=ENV, cwd=ROOT,
-                            check=True)
+    result = subprocess.run([sys.executable, "-c", SD15], capture_output=True, text=True, env=ENV, cwd=ROOT, check=True)
     alone, both = map(float, result.stdout.split())
     return {"txt2img_mb": round(alone), "both_from_pipe_mb": round(both), "ratio": round(both / alone, 3)}
 
@@ -227,20 +251,31 @@ def main() -> None:
     model = args.model or str(ensure_tiny())
     with tempfile.TemporaryDirectory(prefix="aiimg-bench-") as tmp:
         work = Path(tmp)
-        results = {"overhead": overhead(work, args.drafts, args.steps),
-                   "seed_latency": latency(work, args.seeds, args.steps),
-                   "memory": memory(model), "memory_sd15_sized": memory_sd15()}
+        results = {
+            "overhead": overhead(work, args.drafts, args.steps),
+            "seed_latency": latency(work, args.seeds, args.steps),
+            "memory": memory(model),
+            "memory_sd15_sized": memory_sd15(),
+        }
     o, s, m = results["overhead"], results["seed_latency"], results["memory"]
     m15 = results["memory_sd15_sized"]
     print(json.dumps(results, indent=2))
-    print(f"\n1. loop overhead   aiimg/bare = {o['ratio']:.3f}  (goal <= 1.10; {o['drafts']} drafts, "
-          f"{o['aiimg_s']} s vs {o['bare_s']} s)")
-    print(f"2. seed latency    worst {s['worst_s']} s, median {s['median_s']} s vs one draft step "
-          f"{s['draft_step_s']} s + 0.5 s = {s['goal_s']} s  -> worst/goal = {s['worst_over_goal']:.3f} (goal < 1)")
-    print(f"3. memory          (txt2img+img2img)/txt2img = {m['ratio']:.3f}  (goal <= 1.05; "
-          f"a second from_pretrained: {m['ratio_naive']:.3f})")
-    print(f"   SD 1.5-sized    (txt2img+img2img)/txt2img = {m15['ratio']:.3f}  "
-          f"({m15['txt2img_mb']} MB -> {m15['both_from_pipe_mb']} MB resident)")
+    print(
+        f"\n1. loop overhead   aiimg/bare = {o['ratio']:.3f}  (goal <= 1.10; {o['drafts']} drafts, "
+        f"{o['aiimg_s']} s vs {o['bare_s']} s)"
+    )
+    print(
+        f"2. seed latency    worst {s['worst_s']} s, median {s['median_s']} s vs one draft step "
+        f"{s['draft_step_s']} s + 0.5 s = {s['goal_s']} s  -> worst/goal = {s['worst_over_goal']:.3f} (goal < 1)"
+    )
+    print(
+        f"3. memory          (txt2img+img2img)/txt2img = {m['ratio']:.3f}  (goal <= 1.05; "
+        f"a second from_pretrained: {m['ratio_naive']:.3f})"
+    )
+    print(
+        f"   SD 1.5-sized    (txt2img+img2img)/txt2img = {m15['ratio']:.3f}  "
+        f"({m15['txt2img_mb']} MB -> {m15['both_from_pipe_mb']} MB resident)"
+    )
 
 
 if __name__ == "__main__":

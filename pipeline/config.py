@@ -62,7 +62,7 @@ class RunConfig:
     max_unseeded_drafts: int = _key(500, "drafting pauses while this many drafts wait without a seed.txt")
     min_free_gb: float = _key(2.0, "drafting pauses while the content disk has less free space than this")
     rescan_seconds: float = _key(5.0, "periodic rescan of content/ in case a file event was missed")
-    auto_seed: bool = _key(False, "mark the top-scored drafts of each batch with seed.txt (by = \"auto\")")
+    auto_seed: bool = _key(False, 'mark the top-scored drafts of each batch with seed.txt (by = "auto")')
     auto_seed_batch: int = _key(20, "drafts per auto-seed batch")
     auto_seed_top: int = _key(1, "drafts auto-seeded per batch")
 
@@ -70,14 +70,18 @@ class RunConfig:
 @dataclass(frozen=True)
 class ScoreConfig:
     enabled: bool = _key(True, "score every new draft right after it is saved")
-    weights: dict = _key({"default": 1.0, "aesthetic": 1.0, "preference": 1.0},
-                         "weight of each scorer in the combined score (default, aesthetic, preference; 0 = off)")
+    weights: dict = _key(
+        {"default": 1.0, "aesthetic": 1.0, "preference": 1.0},
+        "weight of each scorer in the combined score (default, aesthetic, preference; 0 = off)",
+    )
     clip_model: str = _key("", "local folder of CLIP ViT-L/14 (openai/clip-vit-large-patch14) for the aesthetic scorer")
     aesthetic_head: str = _key("", "local path of the LAION aesthetic MLP head (sac+logos+ava1-l14-linearMSE.pth)")
     learn_min_seeds: int = _key(20, "marked seeds needed before `aiimg rank --learn` fits a preference model")
     learn_min_unmarked: int = _key(100, "unmarked drafts older than a day needed before --learn")
     review_port: int = _key(8766, "port of `aiimg review` on 127.0.0.1")
-    duplicate_distance: int = _key(8, "drafts whose 64-bit perceptual hashes differ in at most this many bits are near-duplicates")
+    duplicate_distance: int = _key(
+        8, "drafts whose 64-bit perceptual hashes differ in at most this many bits are near-duplicates"
+    )
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,15 @@ class Config:
         return Path(self.root) / self.output
 
 
-SECTIONS = {"model": ModelConfig, "prompt": PromptConfig, "draft": DraftConfig, "variation": VariationConfig,
-            "run": RunConfig, "score": ScoreConfig, "site": SiteConfig}
+SECTIONS = {
+    "model": ModelConfig,
+    "prompt": PromptConfig,
+    "draft": DraftConfig,
+    "variation": VariationConfig,
+    "run": RunConfig,
+    "score": ScoreConfig,
+    "site": SiteConfig,
+}
 
 
 def load(path: str | Path | None = None) -> Config:
@@ -179,14 +190,23 @@ def validate(cfg: Config, source: str = "aiimg.toml") -> Config:
     """Range checks that types alone cannot express."""
     checks = [
         (cfg.draft.area >= 64 * 64, "[draft] area", cfg.draft.area, "at least 4096"),
-        (len(cfg.draft.aspect) >= 1, "[draft] aspect", cfg.draft.aspect, "one or more ratios like \"2:3\""),
+        (len(cfg.draft.aspect) >= 1, "[draft] aspect", cfg.draft.aspect, 'one or more ratios like "2:3"'),
         (cfg.draft.steps >= 1, "[draft] steps", cfg.draft.steps, ">= 1"),
         (cfg.variation.count >= 1, "[variation] count", cfg.variation.count, ">= 1"),
-        (len(cfg.variation.areas) >= 1 and all(isinstance(a, int) and a >= 4096 for a in cfg.variation.areas),
-         "[variation] areas", cfg.variation.areas, "a list of whole pixel areas >= 4096"),
+        (
+            len(cfg.variation.areas) >= 1 and all(isinstance(a, int) and a >= 4096 for a in cfg.variation.areas),
+            "[variation] areas",
+            cfg.variation.areas,
+            "a list of whole pixel areas >= 4096",
+        ),
         (0.01 <= cfg.variation.strength <= 1.0, "[variation] strength", cfg.variation.strength, "0.01..1"),
         (cfg.variation.steps >= 1, "[variation] steps", cfg.variation.steps, ">= 1"),
-        (cfg.model.device in ("auto", "cuda", "mps", "cpu"), "[model] device", cfg.model.device, "auto | cuda | mps | cpu"),
+        (
+            cfg.model.device in ("auto", "cuda", "mps", "cpu"),
+            "[model] device",
+            cfg.model.device,
+            "auto | cuda | mps | cpu",
+        ),
         (cfg.site.lang in ("en", "ja"), "[site] lang", cfg.site.lang, "en | ja"),
         (cfg.site.page_size >= 1, "[site] page_size", cfg.site.page_size, ">= 1"),
         (cfg.run.max_unseeded_drafts >= 0, "[run] max_unseeded_drafts", cfg.run.max_unseeded_drafts, ">= 0"),

@@ -19,9 +19,9 @@ from pipeline.content import Content, atomic_write_text
 
 STARTERS = {
     "outfit.txt": "# one choice per line; __outfit__ in the template picks one\n"
-                  "red kimono\nsilver armor\nwhite summer dress\nblack leather jacket\nblue school uniform\n",
+    "red kimono\nsilver armor\nwhite summer dress\nblack leather jacket\nblue school uniform\n",
     "background.txt": "# __background__\nneon city at night\ncherry blossom garden\nsnowy mountain pass\n"
-                      "sunlit library\nstormy sea cliff\n",
+    "sunlit library\nstormy sea cliff\n",
 }
 
 
@@ -62,8 +62,7 @@ def mark_first_draft(content: Content, since: float, loop: subprocess.Popen) -> 
 def build(cfg) -> int:
     result = subprocess.run([sys.executable, "-m", "pipeline.cli", "build"])
     if result.returncode == 0:
-        print(f"demo: open {Path(cfg.output_dir).resolve() / 'index.html'} in a browser "
-              f"(or run `make serve`)")
+        print(f"demo: open {Path(cfg.output_dir).resolve() / 'index.html'} in a browser (or run `make serve`)")
     return result.returncode
 
 

@@ -26,12 +26,22 @@ def plan(cfg, content: Content, model, rng: random.Random | None = None) -> dict
     width, height = sizes.draft_size(cfg.draft.area, cfg.draft.aspect, rng)
     prompt = prompts.render(cfg.prompt.template, content.prompts_dir, rng.randrange(2**32))
     return {
-        "id": new_draft_id(), "created": utc_now(), "kind": "draft",
-        "model": {"name": model.name, "hash": model.hash}, "scheduler": model.scheduler,
-        "template": cfg.prompt.template, "prompt": prompt.text, "negative_prompt": cfg.prompt.negative,
-        "picks": prompt.picks, "prompt_seed": prompt.seed, "seed": rng.randrange(2**32),
-        "width": width, "height": height, "steps": cfg.draft.steps,
-        "guidance_scale": cfg.draft.guidance_scale, "aiimg_version": __version__,
+        "id": new_draft_id(),
+        "created": utc_now(),
+        "kind": "draft",
+        "model": {"name": model.name, "hash": model.hash},
+        "scheduler": model.scheduler,
+        "template": cfg.prompt.template,
+        "prompt": prompt.text,
+        "negative_prompt": cfg.prompt.negative,
+        "picks": prompt.picks,
+        "prompt_seed": prompt.seed,
+        "seed": rng.randrange(2**32),
+        "width": width,
+        "height": height,
+        "steps": cfg.draft.steps,
+        "guidance_scale": cfg.draft.guidance_scale,
+        "aiimg_version": __version__,
     }
 
 
@@ -41,8 +51,11 @@ def make(model, recipe: dict, should_stop=None):
 
     started = time.perf_counter()
     image = model.txt2img(
-        recipe["prompt"], negative_prompt=recipe["negative_prompt"] or None,
-        width=recipe["width"], height=recipe["height"], num_inference_steps=recipe["steps"],
+        recipe["prompt"],
+        negative_prompt=recipe["negative_prompt"] or None,
+        width=recipe["width"],
+        height=recipe["height"],
+        num_inference_steps=recipe["steps"],
         guidance_scale=recipe["guidance_scale"],
         generator=torch.Generator("cpu").manual_seed(recipe["seed"]),
         callback_on_step_end=step_callback(should_stop),
@@ -53,6 +66,7 @@ def make(model, recipe: dict, should_stop=None):
 
 def step_callback(should_stop, on_step=None):
     """diffusers calls this after every denoising step: the hook for preemption."""
+
     def callback(pipe, step, timestep, kwargs):
         if on_step:
             on_step(step)

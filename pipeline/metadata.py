@@ -74,7 +74,7 @@ def parse_parameters(text: str) -> dict:
     settings = lines.pop() if lines and lines[-1].startswith("Steps: ") else ""
     negative = ""
     if lines and lines[-1].startswith("Negative prompt: "):
-        negative = lines.pop()[len("Negative prompt: "):]
+        negative = lines.pop()[len("Negative prompt: ") :]
     out = {"prompt": "\n".join(lines), "negative_prompt": negative}
     decoder = json.JSONDecoder()
     rest = settings

@@ -29,6 +29,7 @@ TINY_VERSION = "tiny-v1"
 @dataclass
 class Loaded:
     """Both pipelines sharing one set of weights, plus what a recipe records of the model."""
+
     txt2img: object
     img2img: object
     name: str
@@ -66,7 +67,7 @@ def pick_device(wanted: str) -> str:
 
     if wanted != "auto":
         if wanted == "cuda" and not torch.cuda.is_available():
-            raise ModelError("[model] device = \"cuda\" but torch sees no CUDA GPU; use \"auto\" or \"cpu\"")
+            raise ModelError('[model] device = "cuda" but torch sees no CUDA GPU; use "auto" or "cpu"')
         return wanted
     if torch.cuda.is_available():
         return "cuda"
@@ -86,8 +87,10 @@ def _load_txt2img(model_cfg, dtype):
     if path.is_dir():
         return _from_folder(path, dtype), path.name, folder_hash(path)
     if path.exists() or ident.startswith((".", "/", "~")):
-        raise ModelError(f"[model] id = {ident!r}: not a diffusers folder (with model_index.json), "
-                         f"a .safetensors/.ckpt file, a hub repo id or \"tiny\"")
+        raise ModelError(
+            f"[model] id = {ident!r}: not a diffusers folder (with model_index.json), "
+            f'a .safetensors/.ckpt file, a hub repo id or "tiny"'
+        )
     return _from_hub(ident, dtype)
 
 
@@ -95,8 +98,10 @@ def _from_folder(folder: Path, dtype):
     from diffusers import AutoPipelineForText2Image
 
     if not (folder / "model_index.json").is_file():
-        raise ModelError(f"{folder}: no model_index.json; a diffusers folder is made by "
-                         f"`pipe.save_pretrained(folder)` or `huggingface-cli download REPO --local-dir {folder}`")
+        raise ModelError(
+            f"{folder}: no model_index.json; a diffusers folder is made by "
+            f"`pipe.save_pretrained(folder)` or `huggingface-cli download REPO --local-dir {folder}`"
+        )
     return AutoPipelineForText2Image.from_pretrained(folder, dtype=dtype, **_no_safety(folder))
 
 
@@ -104,13 +109,13 @@ def _from_hub(repo: str, dtype):
     from diffusers import AutoPipelineForText2Image
 
     try:
-        pipe = AutoPipelineForText2Image.from_pretrained(repo, dtype=dtype, local_files_only=True,
-                                                         safety_checker=None)
+        pipe = AutoPipelineForText2Image.from_pretrained(repo, dtype=dtype, local_files_only=True, safety_checker=None)
     except (OSError, ValueError) as exc:
         raise ModelError(
             f"[model] id = {repo!r} is not in the local Hugging Face cache ({_first_line(exc)}). "
             f"On a machine with internet run `huggingface-cli download {repo}` (or copy its cache "
-            f"into $HF_HOME), or set [model] id to a local folder or .safetensors file") from None
+            f"into $HF_HOME), or set [model] id to a local folder or .safetensors file"
+        ) from None
     from huggingface_hub import snapshot_download
 
     folder = Path(snapshot_download(repo, local_files_only=True))
@@ -121,9 +126,11 @@ def _from_single_file(path: Path, config: str, dtype):
     if not path.is_file():
         raise ModelError(f"[model] id = {str(path)!r}: file not found")
     if not config:
-        raise ModelError(f"{path}: a single-file checkpoint needs [model] config = a local diffusers "
-                         f"config folder (e.g. a download of stable-diffusion-v1-5 without weights): "
-                         f"offline, diffusers cannot fetch it")
+        raise ModelError(
+            f"{path}: a single-file checkpoint needs [model] config = a local diffusers "
+            f"config folder (e.g. a download of stable-diffusion-v1-5 without weights): "
+            f"offline, diffusers cannot fetch it"
+        )
     cls = _single_file_class(path)
     try:
         return cls.from_single_file(str(path), config=config, dtype=dtype, local_files_only=True)
@@ -157,8 +164,10 @@ def _set_scheduler(pipe, name: str) -> None:
 
     cls = getattr(diffusers, name, None)
     if cls is None or not name.endswith("Scheduler"):
-        raise ModelError(f"[model] scheduler = {name!r} is not a diffusers scheduler "
-                         f"(e.g. DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler)")
+        raise ModelError(
+            f"[model] scheduler = {name!r} is not a diffusers scheduler "
+            f"(e.g. DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler)"
+        )
     pipe.scheduler = cls.from_config(pipe.scheduler.config)
 
 
@@ -167,6 +176,7 @@ def _first_line(exc: Exception) -> str:
 
 
 # -- hashes (A1111: first 10 hex of the file's sha256) ----------------------------------------
+
 
 def file_hash(path: Path) -> str:
     """sha256[:10] of a file, cached by (path, size, mtime): a 2 GB checkpoint hashes once."""
@@ -203,6 +213,7 @@ def _read_index(path: Path) -> dict:
 
 # -- the tiny model ---------------------------------------------------------------------------
 
+
 def ensure_tiny() -> Path:
     """Build the tiny model once (atomically: a killed build leaves nothing half-made)."""
     folder = cache_dir() / TINY_VERSION
@@ -213,7 +224,7 @@ def ensure_tiny() -> Path:
     try:
         build_tiny().save_pretrained(tmp, safe_serialization=True)
         with contextlib.suppress(OSError):
-            os.replace(tmp, folder)   # a concurrent builder may have won: same weights
+            os.replace(tmp, folder)  # a concurrent builder may have won: same weights
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
@@ -228,20 +239,58 @@ def build_tiny():
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, norm_num_groups=2, attention_head_dim=2)
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=2,
+        attention_head_dim=2,
+    )
     vae = AutoencoderKL(
-        block_out_channels=(4, 4, 8, 8), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-    text = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=0, eos_token_id=2, hidden_size=32, intermediate_size=37, layer_norm_eps=1e-05,
-        num_attention_heads=2, num_hidden_layers=2, pad_token_id=1, vocab_size=_VOCAB_SIZE, max_position_embeddings=77))
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1)
-    return StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tiny_tokenizer(),
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+        block_out_channels=(4, 4, 8, 8),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=2,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=2,
+            hidden_size=32,
+            intermediate_size=37,
+            layer_norm_eps=1e-05,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            pad_token_id=1,
+            vocab_size=_VOCAB_SIZE,
+            max_position_embeddings=77,
+        )
+    )
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tiny_tokenizer(),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 def tiny_tokenizer():

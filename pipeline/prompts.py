@@ -27,7 +27,7 @@ LEFTOVER = re.compile(r"__([\w./*-]+)__")
 class Prompt:
     text: str
     seed: int
-    picks: list = field(default_factory=list)   # [{"token": "{red|blue}", "value": "red"}, ...]
+    picks: list = field(default_factory=list)  # [{"token": "{red|blue}", "value": "red"}, ...]
 
 
 def render(template: str, wildcards_dir: Path, seed: int) -> Prompt:
@@ -39,7 +39,7 @@ def render(template: str, wildcards_dir: Path, seed: int) -> Prompt:
     context = _context(wildcards_dir, seed)
     try:
         command = parse(template) if template else LiteralCommand("")
-    except Exception as exc:   # pyparsing raises its own types; the message is what matters
+    except Exception as exc:  # pyparsing raises its own types; the message is what matters
         raise AiimgError(f"[prompt] template = {template!r} does not parse: {exc}") from None
     tokens = command.tokens if isinstance(command, SequenceCommand) else [command]
     parts, picks = [], []
@@ -58,8 +58,11 @@ def _context(wildcards_dir: Path, seed: int):
     from dynamicprompts.sampling_context import SamplingContext
     from dynamicprompts.wildcards import WildcardManager
 
-    return SamplingContext(wildcard_manager=WildcardManager(Path(wildcards_dir)),
-                           default_sampling_method=SamplingMethod.RANDOM, rand=random.Random(seed))
+    return SamplingContext(
+        wildcard_manager=WildcardManager(Path(wildcards_dir)),
+        default_sampling_method=SamplingMethod.RANDOM,
+        rand=random.Random(seed),
+    )
 
 
 def _sample(context, token) -> str:
@@ -88,8 +91,10 @@ def _check_leftovers(text: str, wildcards_dir: Path) -> None:
     missing = LEFTOVER.search(text)
     if missing:
         name = missing.group(1)
-        raise AiimgError(f"wildcard __{name}__ has no values: create {Path(wildcards_dir) / (name + '.txt')} "
-                         f"with one choice per line, or remove __{name}__ from [prompt] template")
+        raise AiimgError(
+            f"wildcard __{name}__ has no values: create {Path(wildcards_dir) / (name + '.txt')} "
+            f"with one choice per line, or remove __{name}__ from [prompt] template"
+        )
 
 
 def check(template: str, wildcards_dir: Path) -> None:

@@ -14,7 +14,7 @@ SNAP = 64
 
 
 def parse_ratio(text: str) -> float:
-    """"2:3" -> 0.666..; also accepts "1.5". Raises ValueError naming the text."""
+    """ "2:3" -> 0.666..; also accepts "1.5". Raises ValueError naming the text."""
     try:
         if ":" in str(text):
             a, b = str(text).split(":", 1)
@@ -22,7 +22,7 @@ def parse_ratio(text: str) -> float:
         else:
             value = float(text)
     except (ValueError, ZeroDivisionError):
-        raise ValueError(f"{text!r} is not a ratio like \"2:3\" or 1.5") from None
+        raise ValueError(f'{text!r} is not a ratio like "2:3" or 1.5') from None
     if not 0.1 <= value <= 10:
         raise ValueError(f"{text!r} is outside 1:10 .. 10:1")
     return value
@@ -89,6 +89,6 @@ def _closest(sizes: list[tuple[int, int]], ratio: float) -> tuple[int, int] | No
 
 
 def ratio_text(width: int, height: int) -> str:
-    """"832x1216" -> "13:19" (for stats and display)."""
+    """ "832x1216" -> "13:19" (for stats and display)."""
     f = Fraction(width, height)
     return f"{f.numerator}:{f.denominator}"

@@ -40,14 +40,14 @@ class Prefetch:
     step starts sooner: seed latency is max(rest of the step, encode) instead of their sum.
     """
 
-    def __init__(self, studio: "Studio"):
+    def __init__(self, studio: Studio):
         self.studio = studio
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="aiimg-prefetch")
         self.ready: dict[tuple, object] = {}
         self.queued = threading.Event()
 
     def signal(self) -> None:
-        if not self.queued.is_set():   # events come in bursts (created, modified, closed...)
+        if not self.queued.is_set():  # events come in bursts (created, modified, closed...)
             self.queued.set()
             self.pool.submit(self._encode_next)
 
@@ -60,7 +60,7 @@ class Prefetch:
         try:
             _, source = variations.load_draft(studio.content, waiting[0])
         except AiimgError:
-            return   # the loop reports it beside the marker
+            return  # the loop reports it beside the marker
         size = variations.first_stage_size(source, studio.cfg.variation.areas)
         key = (waiting[0].draft.id, size)
         if key not in self.ready:
@@ -71,7 +71,7 @@ class Prefetch:
         """The latents for this draft at this size if prefetched (waiting for a job in flight)."""
         self.pool.submit(lambda: None).result()
         latents = self.ready.pop((draft_id, size), None)
-        self.ready.clear()   # anything else is stale: its seed may be gone or already served
+        self.ready.clear()  # anything else is stale: its seed may be gone or already served
         return latents
 
     def close(self) -> None:
@@ -83,7 +83,7 @@ class Studio:
         self.cfg, self.content = cfg, content
         self.model = None
         self.stopping = False
-        self.wake = threading.Event()          # anything changed under drafts/
+        self.wake = threading.Event()  # anything changed under drafts/
         self.marker_event = threading.Event()  # a seed.txt appeared, changed or went
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="aiimg-writer")
         self.scorer = ThreadPoolExecutor(1, thread_name_prefix="aiimg-scorer")
@@ -105,8 +105,10 @@ class Studio:
         self._status("loading model")
         started = time.perf_counter()
         self.model = models.load(self.cfg.model)
-        say(f"model {self.model.name} [{self.model.hash}] on {self.model.device} "
-            f"loaded in {time.perf_counter() - started:.1f} s")
+        say(
+            f"model {self.model.name} [{self.model.hash}] on {self.model.device} "
+            f"loaded in {time.perf_counter() - started:.1f} s"
+        )
         self.ranker = self._make_ranker()
         if os.environ.get("AIIMG_TRACE"):
             self.model.txt2img.unet.register_forward_pre_hook(self._trace_first_step)
@@ -118,7 +120,7 @@ class Studio:
             from pipeline import ranking
 
             return ranking.Ranker(self.cfg, self.content)
-        except ImportError as exc:   # installed without the `rank` extra: generate anyway
+        except ImportError as exc:  # installed without the `rank` extra: generate anyway
             say(f"scoring off: {exc.name or exc} is not installed (pip install 'aiimg[rank]')")
         except AiimgError as exc:
             say(f"scoring off: {exc}")
@@ -153,8 +155,10 @@ class Studio:
             return None
         self.pending.append(self.writer.submit(self._save_draft, recipe, image))
         self.made["drafts"] += 1
-        say(f"draft  {recipe['id']}  {recipe['width']}x{recipe['height']}  {recipe['steps']} steps  "
-            f"{recipe['seconds']:.1f} s")
+        say(
+            f"draft  {recipe['id']}  {recipe['width']}x{recipe['height']}  {recipe['steps']} steps  "
+            f"{recipe['seconds']:.1f} s"
+        )
         return recipe
 
     def _save_draft(self, recipe: dict, image) -> None:
@@ -199,13 +203,13 @@ class Studio:
             return self._serve(seed)
         except MarkerError as exc:
             return self._marker_error(seed, str(exc))
-        except AiimgError as exc:   # e.g. disk full: not the marker's fault; try again later
+        except AiimgError as exc:  # e.g. disk full: not the marker's fault; try again later
             self.made["errors"] += 1
             say(f"error: {exc}")
             return -1
         except (KeyboardInterrupt, MemoryError):
             raise
-        except Exception as exc:   # a daemon keeps going: whatever broke is reported where the creator acted
+        except Exception as exc:  # a daemon keeps going: whatever broke is reported where the creator acted
             return self._marker_error(seed, f"{type(exc).__name__}: {exc}")
 
     def _marker_error(self, seed: Seed, message: str) -> int:
@@ -258,8 +262,10 @@ class Studio:
             self.content.write_work(seed.draft.id, work)
             made += 1
             self.made["variations"] += 1
-            say(f"vary   {seed.draft.id}  #{index}  {recipe['width']}x{recipe['height']}  "
-                f"{recipe['seconds']:.1f} s  [{len(rnd['files'])}/{rnd['count']}]")
+            say(
+                f"vary   {seed.draft.id}  #{index}  {recipe['width']}x{recipe['height']}  "
+                f"{recipe['seconds']:.1f} s  [{len(rnd['files'])}/{rnd['count']}]"
+            )
         # 5. done (or cancelled, recorded above): clear an error the creator has fixed
         self.content.clear_error(seed.marker.folder)
         return made
@@ -282,7 +288,7 @@ class Studio:
             self.last_scan = time.monotonic()
             self.marker_event.clear()
             if waiting:
-                self.drain()   # a seed's draft.json may still be in the writer's queue
+                self.drain()  # a seed's draft.json may still be in the writer's queue
                 if self.serve(waiting[0]) < 0:
                     self._idle("error (retrying)", self.cfg.run.rescan_seconds)
                 continue
@@ -323,7 +329,7 @@ class Studio:
     # -- signals and the watcher --------------------------------------------------------------
 
     def request_stop(self, *_) -> None:
-        if self.stopping:   # a second Ctrl-C: leave now
+        if self.stopping:  # a second Ctrl-C: leave now
             raise KeyboardInterrupt
         self.stopping = True
         self.wake.set()
@@ -338,7 +344,7 @@ class Studio:
         class Signal(FileSystemEventHandler):
             def on_any_event(self, event):
                 if event.event_type not in CHANGES:
-                    return   # our own reads of seed.txt open and close it: not a change
+                    return  # our own reads of seed.txt open and close it: not a change
                 paths = (event.src_path, getattr(event, "dest_path", "") or "")
                 if any(os.path.basename(p).lower() in ("seed.txt", "seed.txt.txt") for p in paths):
                     trace("marker_event", path=str(event.src_path))
@@ -364,6 +370,7 @@ def trace(event: str, **fields) -> None:
 
 
 # -- commands (cli.py calls these) ------------------------------------------------------------
+
 
 def run_command(cfg, max_drafts: int | None = None, once: bool = False) -> None:
     content = Content(cfg.content_dir)
@@ -397,7 +404,7 @@ def draft_command(cfg, count: int) -> None:
         studio.start()
         started = time.perf_counter()
         try:
-            for i in range(count):
+            for _i in range(count):
                 studio.make_draft(preemptible=False)
         finally:
             studio.close()
@@ -434,7 +441,7 @@ def _choose(content: Content, waiting: list[Seed], draft_ids: list[str]) -> tupl
         return waiting, []
     by_id = {s.draft.id: s for s in waiting}
     chosen, problems = [], []
-    for draft_id in dict.fromkeys(draft_ids):   # each once, in the order given
+    for draft_id in dict.fromkeys(draft_ids):  # each once, in the order given
         folder = content.draft_folder(draft_id)
         if draft_id in by_id:
             chosen.append(by_id[draft_id])
@@ -476,4 +483,3 @@ def _loop_line(state: dict | None) -> str:
     if not state:
         return "not running"
     return f"pid {state['pid']}: {state.get('doing', '?')} (since {state.get('updated', '?')})"
-

@@ -30,9 +30,11 @@ from pipeline.metadata import png_bytes
 def plan_round(cfg, content: Content, seed: Seed) -> tuple[dict, dict]:
     """(work, round): the round to run for ``seed``, new or resumed; raises MarkerError."""
     if not seed.draft.id or not seed.draft.recipe_path.is_file():
-        raise MarkerError(f"{seed.marker.folder}: not a draft folder of this studio (drafts live in "
-                          f"drafts/YYYY-MM-DD/<draft-id>/ with their draft.json; copies elsewhere are "
-                          f"not served); put {seed.marker.path.name} beside the original draft.png")
+        raise MarkerError(
+            f"{seed.marker.folder}: not a draft folder of this studio (drafts live in "
+            f"drafts/YYYY-MM-DD/<draft-id>/ with their draft.json; copies elsewhere are "
+            f"not served); put {seed.marker.path.name} beside the original draft.png"
+        )
     try:
         work = content.read_work(seed.draft.id)
     except AiimgError as exc:
@@ -41,10 +43,16 @@ def plan_round(cfg, content: Content, seed: Seed) -> tuple[dict, dict]:
         return work, work["rounds"][-1]
     overrides = parse_marker(seed.marker.path, seed.marker.data)
     if work["rounds"] and not work["rounds"][-1].get("files"):
-        work["rounds"].pop()   # planned but never started: the marker changed before it began
+        work["rounds"].pop()  # planned but never started: the marker changed before it began
     first = max((v["index"] for v in work["variations"]), default=0) + 1
-    rnd = {"marker": seed.marker.signature, "count": overrides.get("count", cfg.variation.count),
-           "first_index": first, "files": [], "started": utc_now(), "overrides": overrides}
+    rnd = {
+        "marker": seed.marker.signature,
+        "count": overrides.get("count", cfg.variation.count),
+        "first_index": first,
+        "files": [],
+        "started": utc_now(),
+        "overrides": overrides,
+    }
     work["rounds"].append(rnd)
     return work, rnd
 
@@ -59,8 +67,9 @@ def load_draft(content: Content, seed: Seed) -> tuple[dict, Image.Image]:
         with Image.open(seed.draft.image) as img:
             return recipe, img.convert("RGB")
     except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise MarkerError(f"{seed.draft.image}: missing or corrupt image ({exc}); "
-                          f"restore it, or delete this draft folder") from None
+        raise MarkerError(
+            f"{seed.draft.image}: missing or corrupt image ({exc}); restore it, or delete this draft folder"
+        ) from None
 
 
 def variation_recipe(cfg, draft: dict, rnd: dict, round_no: int, index: int, model) -> dict:
@@ -68,17 +77,28 @@ def variation_recipe(cfg, draft: dict, rnd: dict, round_no: int, index: int, mod
     ratio = draft["width"] / draft["height"]
     width, height = sizes.size_for(cfg.variation.areas[-1], ratio)
     return {
-        "id": f"{draft['id']}-{index}", "created": utc_now(), "kind": "variation",
-        "parent": draft["id"], "index": index, "file": f"{index}.png",
+        "id": f"{draft['id']}-{index}",
+        "created": utc_now(),
+        "kind": "variation",
+        "parent": draft["id"],
+        "index": index,
+        "file": f"{index}.png",
         "round": round_no,
-        "model": {"name": model.name, "hash": model.hash}, "scheduler": model.scheduler,
-        "template": draft.get("template", ""), "picks": draft.get("picks", []),
+        "model": {"name": model.name, "hash": model.hash},
+        "scheduler": model.scheduler,
+        "template": draft.get("template", ""),
+        "picks": draft.get("picks", []),
         "prompt": o.get("prompt", draft["prompt"]),
         "negative_prompt": o.get("negative_prompt", draft.get("negative_prompt", "")),
-        "prompt_seed": draft.get("prompt_seed"), "seed": variation_seed(draft["id"], index),
-        "width": width, "height": height, "stage_areas": list(cfg.variation.areas),
-        "steps": o.get("steps", cfg.variation.steps), "strength": o.get("strength", cfg.variation.strength),
-        "guidance_scale": o.get("guidance_scale", cfg.variation.guidance_scale), "aiimg_version": __version__,
+        "prompt_seed": draft.get("prompt_seed"),
+        "seed": variation_seed(draft["id"], index),
+        "width": width,
+        "height": height,
+        "stage_areas": list(cfg.variation.areas),
+        "steps": o.get("steps", cfg.variation.steps),
+        "strength": o.get("strength", cfg.variation.strength),
+        "guidance_scale": o.get("guidance_scale", cfg.variation.guidance_scale),
+        "aiimg_version": __version__,
     }
 
 
@@ -135,9 +155,12 @@ def make(model, source: Image.Image, recipe: dict, on_step=None, latents=None) -
         if init is None:
             init = image.resize(size, Image.LANCZOS)
         image = model.img2img(
-            recipe["prompt"], negative_prompt=recipe["negative_prompt"] or None,
-            image=init, strength=recipe["strength"],
-            num_inference_steps=_steps(recipe), guidance_scale=recipe["guidance_scale"],
+            recipe["prompt"],
+            negative_prompt=recipe["negative_prompt"] or None,
+            image=init,
+            strength=recipe["strength"],
+            num_inference_steps=_steps(recipe),
+            guidance_scale=recipe["guidance_scale"],
             generator=torch.Generator("cpu").manual_seed(recipe["seed"]),
             callback_on_step_end=step_callback(None, on_step),
         ).images[0]

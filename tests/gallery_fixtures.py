@@ -12,17 +12,31 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFilter
 
 from pipeline import config as config_mod
-from pipeline.content import Content, atomic_write_json, atomic_write_bytes
+from pipeline.content import Content, atomic_write_bytes, atomic_write_json
 from pipeline.metadata import png_bytes
 
 HOSTILE = '<script>alert(1)</script> "onload=x'
 # Debian's chromium driven by Playwright on a machine without GPU or network (tests and bench)
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SIZES = [(256, 192), (192, 256), (224, 224), (256, 160), (176, 256), (240, 208)]
-PICKS = [("red", "kimono"), ("blue", "armor"), ("silver", "kimono"), ("red", "hoodie"), ("black", "dress"),
-         ("blue", "kimono")]
+PICKS = [
+    ("red", "kimono"),
+    ("blue", "armor"),
+    ("silver", "kimono"),
+    ("red", "hoodie"),
+    ("black", "dress"),
+    ("blue", "kimono"),
+]
 
 
 def art(width: int, height: int, seed: int) -> Image.Image:
@@ -30,8 +44,9 @@ def art(width: int, height: int, seed: int) -> Image.Image:
     rnd = random.Random(seed)
     colours = [tuple(rnd.randrange(30, 230) for _ in range(3)) for _ in range(6)]
     grad = Image.linear_gradient("L").rotate(rnd.randrange(360)).resize((width, height))
-    image = Image.composite(Image.new("RGB", (width, height), colours[0]),
-                            Image.new("RGB", (width, height), colours[1]), grad)
+    image = Image.composite(
+        Image.new("RGB", (width, height), colours[0]), Image.new("RGB", (width, height), colours[1]), grad
+    )
     shapes = Image.new("RGB", (width, height), colours[1])
     mask = Image.new("L", (width, height), 0)
     draw, mdraw = ImageDraw.Draw(shapes), ImageDraw.Draw(mask)
@@ -39,7 +54,9 @@ def art(width: int, height: int, seed: int) -> Image.Image:
         box = _box(rnd, width, height)
         draw.ellipse(box, fill=colour)
         mdraw.ellipse(box, fill=rnd.randrange(120, 255))
-    image.paste(shapes.filter(ImageFilter.GaussianBlur(max(1, width // 60))), mask=mask.filter(ImageFilter.GaussianBlur(2)))
+    image.paste(
+        shapes.filter(ImageFilter.GaussianBlur(max(1, width // 60))), mask=mask.filter(ImageFilter.GaussianBlur(2))
+    )
     # seeded grain (Image.effect_noise is not seeded): the same bytes on every run
     grain = Image.frombytes("L", (width, height), rnd.randbytes(width * height)).convert("RGB")
     return Image.blend(image, grain, 0.05)
@@ -53,17 +70,33 @@ def _box(rnd: random.Random, width: int, height: int) -> list[int]:
 
 def recipe(rid: str, created: str, size: tuple[int, int], seed: int, prompt: str, picks: tuple[str, ...]) -> dict:
     return {
-        "id": rid, "created": created, "model": {"name": "tiny-sd", "hash": "3f0845323f"},
-        "scheduler": "EulerDiscreteScheduler", "template": "masterpiece, {red|blue} hair, __outfit__",
-        "prompt": prompt, "negative_prompt": "lowres, bad anatomy",
-        "picks": [{"token": f"{{{p}}}", "value": p} for p in picks], "prompt_seed": seed,
-        "seed": seed, "width": size[0], "height": size[1], "steps": 25, "guidance_scale": 7.0,
-        "seconds": 1.5, "aiimg_version": "0.1.0",
+        "id": rid,
+        "created": created,
+        "model": {"name": "tiny-sd", "hash": "3f0845323f"},
+        "scheduler": "EulerDiscreteScheduler",
+        "template": "masterpiece, {red|blue} hair, __outfit__",
+        "prompt": prompt,
+        "negative_prompt": "lowres, bad anatomy",
+        "picks": [{"token": f"{{{p}}}", "value": p} for p in picks],
+        "prompt_seed": seed,
+        "seed": seed,
+        "width": size[0],
+        "height": size[1],
+        "steps": 25,
+        "guidance_scale": 7.0,
+        "seconds": 1.5,
+        "aiimg_version": "0.1.0",
     }
 
 
-def add_work(content_dir: Path, i: int, variations: int = 3, prompt: str | None = None,
-             picks: tuple[str, ...] | None = None, size: tuple[int, int] | None = None) -> str:
+def add_work(
+    content_dir: Path,
+    i: int,
+    variations: int = 3,
+    prompt: str | None = None,
+    picks: tuple[str, ...] | None = None,
+    size: tuple[int, int] | None = None,
+) -> str:
     """Draft i and its work with N variations; returns the id. Times grow with i."""
     content = Content(content_dir).ensure()
     wid = f"20261125-15{i // 60:02d}{i % 60:02d}-{i:04x}"
@@ -85,14 +118,26 @@ def _variations(content: Content, wid: str, draft: dict, size, count: int, creat
     folder.mkdir(parents=True, exist_ok=True)
     files, recipes = [], []
     for n in range(1, count + 1):
-        r = {**recipe(wid, created, size, draft["seed"] * 10 + n, draft["prompt"], ()),
-             "picks": draft["picks"], "index": n, "file": f"{n}.png", "round": 1, "parent": wid, "strength": 0.5}
+        r = {
+            **recipe(wid, created, size, draft["seed"] * 10 + n, draft["prompt"], ()),
+            "picks": draft["picks"],
+            "index": n,
+            "file": f"{n}.png",
+            "round": 1,
+            "parent": wid,
+            "strength": 0.5,
+        }
         atomic_write_bytes(folder / f"{n}.png", png_bytes(art(size[0], size[1], draft["seed"] * 10 + n), r))
         files.append(f"{n}.png")
         recipes.append(r)
-    content.write_work(wid, {"draft": wid, "rounds": [{"marker": "1-abc", "count": count, "files": files,
-                                                       "started": created, "overrides": {}}],
-                             "variations": recipes})
+    content.write_work(
+        wid,
+        {
+            "draft": wid,
+            "rounds": [{"marker": "1-abc", "count": count, "files": files, "started": created, "overrides": {}}],
+            "variations": recipes,
+        },
+    )
 
 
 def make_content(root: Path, works: int = 6) -> Path:
@@ -103,6 +148,13 @@ def make_content(root: Path, works: int = 6) -> Path:
 
 
 def site_config(root: Path, **site) -> config_mod.Config:
-    base = {"title": "Test gallery", "description": "Fixture works", "author": "Tester",
-            "base_url": "https://user.github.io/repo/", "page_size": 4, "thumb_height": 120, "image_width": 240}
+    base = {
+        "title": "Test gallery",
+        "description": "Fixture works",
+        "author": "Tester",
+        "base_url": "https://user.github.io/repo/",
+        "page_size": 4,
+        "thumb_height": 120,
+        "image_width": 240,
+    }
     return config_mod.from_dict({"site": {**base, **site}}, root=str(root))

@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.content import Content, atomic_write_bytes, atomic_write_json, new_draft_id
 from pipeline.metadata import png_bytes
 
-SIZE = (832, 768)   # (width, height): a real draft size at 640,000 px area
+SIZE = (832, 768)  # (width, height): a real draft size at 640,000 px area
 
 
 def background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
@@ -38,9 +38,9 @@ def paint_subject(img: np.ndarray, rng: np.random.Generator, cx: float, cy: floa
     d = ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2
     body = d <= 1.0
     colour, stripe = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    stripes = (np.sin((xx + yy) / rng.uniform(3, 7)) > 0)
+    stripes = np.sin((xx + yy) / rng.uniform(3, 7)) > 0
     img[body] = np.where(stripes[body][:, None], colour, stripe)
-    img[(d > 1.0) & (d <= 1.12)] = 15.0                       # dark outline: a hard edge
+    img[(d > 1.0) & (d <= 1.12)] = 15.0  # dark outline: a hard edge
     face = ((xx - cx) ** 2 + (yy - cy + 0.4 * ay) ** 2) <= (0.3 * ax) ** 2
     img[face] = rng.uniform(180, 255, 3)
 
@@ -51,8 +51,11 @@ def clean(seed: int, where: str = "thirds", size: tuple[int, int] = SIZE) -> np.
     w, h = size
     img = background(rng, w, h)
     r = min(w, h) * rng.uniform(0.16, 0.22)
-    fx, fy = {"thirds": (rng.choice([1, 2]) / 3, rng.choice([1, 2]) / 3), "centre": (0.5, 0.5),
-              "cut": (rng.choice([0.0, 1.0]), rng.uniform(0.35, 0.65))}[where]
+    fx, fy = {
+        "thirds": (rng.choice([1, 2]) / 3, rng.choice([1, 2]) / 3),
+        "centre": (0.5, 0.5),
+        "cut": (rng.choice([0.0, 1.0]), rng.uniform(0.35, 0.65)),
+    }[where]
     paint_subject(img, rng, fx * w, fy * h, r)
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -72,8 +75,8 @@ def burnt(img: np.ndarray) -> np.ndarray:
     """What too-high guidance does: contrast and saturation pushed until colours clip."""
     f = img.astype(np.float64)
     grey = f.mean(axis=2, keepdims=True)
-    f = grey + (f - grey) * 3.0                               # saturation x3
-    f = (f - 128) * 1.8 + 150                                 # contrast and brightness up
+    f = grey + (f - grey) * 3.0  # saturation x3
+    f = (f - 128) * 1.8 + 150  # contrast and brightness up
     return np.clip(f, 0, 255).astype(np.uint8)
 
 
@@ -92,13 +95,25 @@ def photos() -> list[np.ndarray]:
 
 
 def recipe(draft_id: str, width: int, height: int, **extra) -> dict:
-    created = dt.datetime.strptime(draft_id[:15], "%Y%m%d-%H%M%S").replace(tzinfo=dt.timezone.utc)
-    base = {"id": draft_id, "created": created.isoformat().replace("+00:00", "Z"),
-            "model": {"name": "tiny", "hash": "0000000000"}, "scheduler": "PNDMScheduler",
-            "template": "masterpiece, {red|blue} hair, __outfit__", "prompt": "masterpiece, red hair, coat",
-            "negative_prompt": "lowres", "picks": [], "prompt_seed": 1, "seed": 1,
-            "width": width, "height": height, "steps": 2, "guidance_scale": 7.0, "seconds": 0.1,
-            "aiimg_version": "0.1.0"}
+    created = dt.datetime.strptime(draft_id[:15], "%Y%m%d-%H%M%S").replace(tzinfo=dt.UTC)
+    base = {
+        "id": draft_id,
+        "created": created.isoformat().replace("+00:00", "Z"),
+        "model": {"name": "tiny", "hash": "0000000000"},
+        "scheduler": "PNDMScheduler",
+        "template": "masterpiece, {red|blue} hair, __outfit__",
+        "prompt": "masterpiece, red hair, coat",
+        "negative_prompt": "lowres",
+        "picks": [],
+        "prompt_seed": 1,
+        "seed": 1,
+        "width": width,
+        "height": height,
+        "steps": 2,
+        "guidance_scale": 7.0,
+        "seconds": 0.1,
+        "aiimg_version": "0.1.0",
+    }
     return {**base, **extra}
 
 
@@ -113,7 +128,7 @@ def make_draft(content: Content, img: np.ndarray, when: dt.datetime | None = Non
     from PIL import Image
 
     if when is None:
-        when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=next(_tick))
+        when = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=next(_tick))
     draft_id = new_draft_id(when)
     while content.draft_folder(draft_id).exists():
         draft_id = new_draft_id(when)

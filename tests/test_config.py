@@ -1,6 +1,5 @@
 import dataclasses
 import re
-from pathlib import Path
 
 import pytest
 
@@ -37,14 +36,17 @@ def test_unknown_section_is_an_error(tmp_path):
         config.load(tmp_path / "a.toml")
 
 
-@pytest.mark.parametrize("body,match", [
-    ("[draft]\nsteps = \"ten\"\n", "steps = 'ten' should be a int"),
-    ("[variation]\nstrength = 1.5\n", r"strength = 1.5 is out of range"),
-    ("[draft]\naspect = [\"2:x\"]\n", "aspect"),
-    ("[site]\nlang = \"fr\"\n", "lang"),
-    ("[run]\nauto_seed = 1\n", "auto_seed = 1 should be a bool"),
-    ("draft = 3\n", r"\[draft\] must be a table"),
-])
+@pytest.mark.parametrize(
+    "body,match",
+    [
+        ('[draft]\nsteps = "ten"\n', "steps = 'ten' should be a int"),
+        ("[variation]\nstrength = 1.5\n", r"strength = 1.5 is out of range"),
+        ('[draft]\naspect = ["2:x"]\n', "aspect"),
+        ('[site]\nlang = "fr"\n', "lang"),
+        ("[run]\nauto_seed = 1\n", "auto_seed = 1 should be a bool"),
+        ("draft = 3\n", r"\[draft\] must be a table"),
+    ],
+)
 def test_bad_values_name_key_and_value(tmp_path, body, match):
     (tmp_path / "a.toml").write_text(body)
     with pytest.raises(ConfigError, match=match):

@@ -45,20 +45,23 @@ def test_marker_overrides(tmp_path):
     assert parse_marker(path) == {"count": 5, "strength": 0.6, "prompt": "a cat", "guidance_scale": 6}
     path.write_bytes(b"")
     assert parse_marker(path) == {}
-    path.write_bytes("\ufeffcount = 2\n".encode())   # Notepad's BOM
+    path.write_bytes("\ufeffcount = 2\n".encode())  # Notepad's BOM
     assert parse_marker(path) == {"count": 2}
 
 
-@pytest.mark.parametrize("body,match", [
-    (b"count = ", "not valid TOML"),
-    (b"cnt = 3", "unknown key 'cnt'"),
-    (b"count = 0", "out of range"),
-    (b"count = true", "should be a int"),
-    (b"strength = 2.0", "out of range"),
-    (b"strength = 0.001", "out of range"),
-    (b"prompt = 3", "should be a str"),
-    (b"\xff\xfe\x00bad", "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "body,match",
+    [
+        (b"count = ", "not valid TOML"),
+        (b"cnt = 3", "unknown key 'cnt'"),
+        (b"count = 0", "out of range"),
+        (b"count = true", "should be a int"),
+        (b"strength = 2.0", "out of range"),
+        (b"strength = 0.001", "out of range"),
+        (b"prompt = 3", "should be a str"),
+        (b"\xff\xfe\x00bad", "not UTF-8"),
+    ],
+)
 def test_bad_markers_say_what_is_wrong_and_name_the_file(tmp_path, body, match):
     path = tmp_path / "seed.txt"
     path.write_bytes(body)
@@ -82,8 +85,14 @@ def test_done_round_stops_waiting_and_an_edit_asks_for_another(c):
     folder = make_draft(c, "20261125-120000-aaaa")
     (folder / "seed.txt").write_text("")
     (seed,), _ = c.seeds()
-    c.write_work(seed.draft.id, {"draft": seed.draft.id, "variations": [],
-                                 "rounds": [{"marker": seed.marker.signature, "count": 1, "files": ["1.png"]}]})
+    c.write_work(
+        seed.draft.id,
+        {
+            "draft": seed.draft.id,
+            "variations": [],
+            "rounds": [{"marker": seed.marker.signature, "count": 1, "files": ["1.png"]}],
+        },
+    )
     assert c.seeds()[0] == []
     time.sleep(0.01)
     (folder / "seed.txt").write_text("count = 2\n")
@@ -104,7 +113,7 @@ def test_overrides_come_from_the_bytes_the_signature_was_made_of(c, tmp_path):
     path = tmp_path / "seed.txt"
     path.write_text("count = 1\n")
     marker = content_mod.read_marker(path)
-    path.write_text("count = 2\n")   # saved again after the loop read it
+    path.write_text("count = 2\n")  # saved again after the loop read it
     assert parse_marker(path, marker.data) == {"count": 1}
 
 
@@ -142,7 +151,7 @@ def test_ids_are_validated_before_they_become_paths(c):
     for bad in ("../../etc", "20261125-120000-zzzz", "x/../y", ""):
         with pytest.raises(AiimgError):
             c.draft_folder(bad)
-    assert content_mod.check_id(content_mod.new_draft_id()) 
+    assert content_mod.check_id(content_mod.new_draft_id())
 
 
 def test_failed_atomic_write_leaves_old_bytes_and_no_temp(tmp_path, monkeypatch):
@@ -171,19 +180,21 @@ def test_clean_temp_removes_only_debris_of_dead_processes(c):
 
 
 def test_a_second_lock_is_refused_with_the_holder_named(c):
-    code = ("import sys; from pipeline.content import Content; c = Content(sys.argv[1]);\n"
-            "try:\n  c.lock('run').__enter__()\nexcept Exception as e: print(e)")
+    code = (
+        "import sys; from pipeline.content import Content; c = Content(sys.argv[1]);\n"
+        "try:\n  c.lock('run').__enter__()\nexcept Exception as e: print(e)"
+    )
     with c.lock("run"):
         out = subprocess.run([sys.executable, "-c", code, str(c.root)], capture_output=True, text=True).stdout
     assert f"pid {os.getpid()} (`aiimg run`)" in out and "busy" in out
-    with c.lock("run"):   # released: can be taken again
+    with c.lock("run"):  # released: can be taken again
         pass
 
 
 def test_draft_ids_sort_by_time_within_a_second():
     import datetime as dt
 
-    base = dt.datetime(2026, 11, 25, 15, 30, 12, tzinfo=dt.timezone.utc)
+    base = dt.datetime(2026, 11, 25, 15, 30, 12, tzinfo=dt.UTC)
     ids = [content_mod.new_draft_id(base.replace(microsecond=us)) for us in (0, 1000, 250000, 999000)]
     assert ids == sorted(ids) and all(content_mod.check_id(i) for i in ids)
     assert ids[0].startswith("20261125-153012-000")

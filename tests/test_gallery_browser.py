@@ -10,13 +10,12 @@ import urllib.request
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import pytest
-
 from gallery_fixtures import CHROMIUM, CHROMIUM_ARGS, make_content, site_config
+
 from pipeline.gallery import build_site
 from pipeline.gallery.serve import start_server
 
 pytestmark = pytest.mark.browser
-
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +60,7 @@ def page(browser):
 def load_all_images(pg) -> list[dict]:
     """Scroll to the end (lazy images load), wait for every image; returns their sizes."""
     pg.evaluate("window.scrollTo(0, document.body.scrollHeight)")
-    shown = "Array.from(document.images).filter(i => !i.closest('.viewer'))"   # the viewer's is empty until opened
+    shown = "Array.from(document.images).filter(i => !i.closest('.viewer'))"  # the viewer's is empty until opened
     pg.wait_for_function(f"{shown}.every(i => i.complete)", timeout=10_000)
     return pg.evaluate(f"{shown}.map(i => ({{src: i.currentSrc, w: i.naturalWidth}}))")
 
@@ -101,7 +100,7 @@ def test_viewer_links_to_the_work_page(site_url, page):
     page.locator(".viewer-caption a").click()
     page.wait_for_url(urljoin(site_url, href))
     assert page.locator("h1").inner_text() and page.locator(".variation").count() == 3
-    page.locator(".variation a").first.click()             # on the work page the viewer shows the variations
+    page.locator(".variation a").first.click()  # on the work page the viewer shows the variations
     assert page.locator(".viewer").is_visible()
     page.keyboard.press("ArrowRight")
     assert page.locator(".viewer").get_attribute("data-index") == "1"
@@ -171,14 +170,14 @@ def crawl(start: str) -> tuple[set[str], list[str]]:
 def test_crawl_finds_no_broken_link_and_nothing_outside_the_sub_path(site_url, browser):
     pages, broken = crawl(site_url)
     assert broken == []
-    assert len(pages) >= 6 + 2 + 1 + 5            # works, index pages, tags page, tag pages
+    assert len(pages) >= 6 + 2 + 1 + 5  # works, index pages, tags page, tag pages
     assert all(p.startswith(site_url) for p in pages)
     context = browser.new_context()
-    for url in sorted(pages):                     # and each page in the browser: images load, no errors
+    for url in sorted(pages):  # and each page in the browser: images load, no errors
         pg = context.new_page()
         errors = []
-        pg.on("console", lambda m: m.type == "error" and errors.append(m.text))
-        pg.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
+        pg.on("console", lambda m, errors=errors: m.type == "error" and errors.append(m.text))
+        pg.on("response", lambda r, errors=errors: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
         pg.goto(url)
         sizes = load_all_images(pg)
         assert all(s["w"] > 0 for s in sizes), (url, sizes)
@@ -190,7 +189,7 @@ def test_crawl_finds_no_broken_link_and_nothing_outside_the_sub_path(site_url, b
 def test_missing_page_gets_the_404_page_with_working_links(site_url, page):
     response = page.goto(site_url + "works/nope/deeper/")
     assert response.status == 404
-    page.errors.clear()                           # the 404 itself is expected
+    page.errors.clear()  # the 404 itself is expected
     page.wait_for_load_state("networkidle")
     assert page.evaluate("document.styleSheets.length") == 1 and page.errors == []
     page.locator("main a").first.click()

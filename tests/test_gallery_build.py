@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -12,9 +11,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from gallery_fixtures import add_work, art, make_content, site_config
 from PIL import Image
 
-from gallery_fixtures import add_work, art, make_content, site_config
 from pipeline.content import Content
 from pipeline.errors import AiimgError
 from pipeline.gallery import build_site
@@ -25,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def snapshot(out: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(out)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(out.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(out)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.rglob("*")) if p.is_file()
+    }
 
 
 def ids(tmp_path: Path) -> list[str]:
@@ -45,10 +45,22 @@ def test_first_build_makes_every_page_and_image(site, tmp_path):
     out = cfg.output_dir
     assert report.works == 6 and report.problems == []
     assert report.images_made == 6 * 4 and report.images_reused == 0
-    for rel in ["index.html", "page/2/index.html", "tags/index.html", "tags/red/index.html", "feed.xml",
-                "sitemap.xml", "robots.txt", "404.html", "favicon.svg", "favicon.ico", ".nojekyll", MANIFEST]:
+    for rel in [
+        "index.html",
+        "page/2/index.html",
+        "tags/index.html",
+        "tags/red/index.html",
+        "feed.xml",
+        "sitemap.xml",
+        "robots.txt",
+        "404.html",
+        "favicon.svg",
+        "favicon.ico",
+        ".nojekyll",
+        MANIFEST,
+    ]:
         assert (out / rel).is_file(), rel
-    assert not (out / "page/3").exists()       # 6 works, 4 a page
+    assert not (out / "page/3").exists()  # 6 works, 4 a page
     for wid in ids(tmp_path):
         assert (out / "works" / wid / "index.html").is_file()
     assert "made 50, reused 0, removed 0" in report.summary()
@@ -63,7 +75,7 @@ def test_index_is_newest_first_with_sized_responsive_images(site, tmp_path):
     assert len(imgs) == 4
     for img in imgs:
         assert re.search(r'width="\d+" height="\d+"', img) and ".webp 120w" in img or ".webp" in img
-        assert re.search(r'srcset="[^"]+ \d+w, [^"]+ \d+w"', img)   # 1x and 2x thumbnails
+        assert re.search(r'srcset="[^"]+ \d+w, [^"]+ \d+w"', img)  # 1x and 2x thumbnails
     page2 = (cfg.output_dir / "page/2/index.html").read_text()
     assert page2.count('class="tile"') == 2 and page2.count('loading="lazy"') == 2
     assert 'href="../../page/2/"' not in page2 and 'rel="prev" href="../../"' in page2
@@ -77,13 +89,21 @@ def test_work_page_has_lineage_prompts_parameters_and_links(site, tmp_path):
     assert html.count('class="variation"') == 3
     assert recipe["prompt"] in html and "lowres, bad anatomy" in html
     assert html.count('data-copy="') == 2
-    for value in (str(recipe["seed"]), "tiny-sd", "3f0845323f", "0.5", "25", "7.0", f'{recipe["width"]}×{recipe["height"]}'):
+    for value in (
+        str(recipe["seed"]),
+        "tiny-sd",
+        "3f0845323f",
+        "0.5",
+        "25",
+        "7.0",
+        f"{recipe['width']}×{recipe['height']}",
+    ):
         assert value in html
     assert 'class="lineage-draft"' in html and "draft-" in html
     assert 'rel="prev"' in html and 'rel="next"' in html
     pngs = re.findall(r'href="\.\./\.\./(images/[^"]+\.png)" download', html)
     assert len(pngs) == 3
-    assert read_png_parameters(cfg.output_dir / pngs[0]).startswith(recipe["prompt"])   # metadata kept by default
+    assert read_png_parameters(cfg.output_dir / pngs[0]).startswith(recipe["prompt"])  # metadata kept by default
 
 
 def test_absolute_urls_use_the_sub_path_base_url(site, tmp_path):
@@ -91,8 +111,8 @@ def test_absolute_urls_use_the_sub_path_base_url(site, tmp_path):
     html = (cfg.output_dir / "index.html").read_text()
     assert '<link rel="canonical" href="https://user.github.io/repo/">' in html
     assert re.search(r'<meta property="og:image" content="https://user.github.io/repo/images/[^"]+\.webp">', html)
-    assert not re.search(r'(?:href|src)="/(?!/)', html)      # internal links are relative: any sub-path works
-    assert 'href="/repo/"' in (cfg.output_dir / "404.html").read_text()   # 404 is served at any depth
+    assert not re.search(r'(?:href|src)="/(?!/)', html)  # internal links are relative: any sub-path works
+    assert 'href="/repo/"' in (cfg.output_dir / "404.html").read_text()  # 404 is served at any depth
     locs = re.findall(r"<loc>([^<]+)</loc>", (cfg.output_dir / "sitemap.xml").read_text())
     assert locs and all(u.startswith("https://user.github.io/repo/") for u in locs)
     assert "https://user.github.io/repo/works/" in "".join(locs)
@@ -105,7 +125,7 @@ def test_noop_rebuild_writes_nothing(site):
     report = build_site(cfg)
     assert (report.images_made, report.pages_written, report.removed) == (0, 0, [])
     assert report.images_reused == 24
-    assert snapshot(cfg.output_dir) == before     # same bytes, same mtimes
+    assert snapshot(cfg.output_dir) == before  # same bytes, same mtimes
 
 
 def test_changed_source_is_reencoded_alone(site, tmp_path):
@@ -122,7 +142,7 @@ def test_changed_source_is_reencoded_alone(site, tmp_path):
     assert set(report.removed) == set(gone)
     after = snapshot(cfg.output_dir)
     other = [r for r in before if r.startswith("images/") and f"/{wid}/2-" not in r]
-    assert all(after[r] == before[r] for r in other)     # untouched: not even rewritten
+    assert all(after[r] == before[r] for r in other)  # untouched: not even rewritten
     page, other_page = f"works/{wid}/index.html", f"works/{ids(tmp_path)[0]}/index.html"
     assert after[page][0] != before[page][0] and after[page][1] != before[page][1]
     assert after[other_page] == before[other_page] and after["index.html"] == before["index.html"]
@@ -130,7 +150,7 @@ def test_changed_source_is_reencoded_alone(site, tmp_path):
 
 def test_deleted_work_disappears_everywhere(site, tmp_path):
     cfg, _ = site
-    gone = ids(tmp_path)[-1]            # the newest: on page 1, in the feed, in its tags
+    gone = ids(tmp_path)[-1]  # the newest: on page 1, in the feed, in its tags
     shutil.rmtree(tmp_path / "content/works" / gone)
     report = build_site(cfg)
     out = cfg.output_dir
@@ -139,7 +159,9 @@ def test_deleted_work_disappears_everywhere(site, tmp_path):
     for rel in snapshot(out):
         if rel.endswith((".html", ".xml")):
             assert gone not in (out / rel).read_text(), rel
-    assert not (out / "page/2/index.html").exists() or (out / "page/2/index.html").read_text().count('class="tile"') == 1
+    assert (
+        not (out / "page/2/index.html").exists() or (out / "page/2/index.html").read_text().count('class="tile"') == 1
+    )
     assert gone not in json.dumps(json.loads((out / MANIFEST).read_text()))
 
 
@@ -219,7 +241,7 @@ def test_avif_adds_picture_sources(tmp_path):
     assert '<source type="image/avif" srcset="images/' in html
     avifs = sorted(cfg.output_dir.glob("images/*/*.avif"))
     webps = sorted(cfg.output_dir.glob("images/*/*.webp"))
-    assert len(avifs) == len(webps) >= 4 * 2       # every WebP size has its AVIF twin
+    assert len(avifs) == len(webps) >= 4 * 2  # every WebP size has its AVIF twin
     with Image.open(avifs[0]) as im:
         assert im.format == "AVIF"
 
@@ -242,24 +264,29 @@ def test_cli_strict_exits_non_zero_only_when_asked(tmp_path):
     make_content(tmp_path, 2)
     wid = ids(tmp_path)[0]
     (tmp_path / f"content/works/{wid}/1.png").write_bytes(b"garbage")
-    (tmp_path / "aiimg.toml").write_text('[site]\nbase_url = "https://x.example/g/"\nthumb_height = 100\nimage_width = 200\n')
+    (tmp_path / "aiimg.toml").write_text(
+        '[site]\nbase_url = "https://x.example/g/"\nthumb_height = 100\nimage_width = 200\n'
+    )
     aiimg = [sys.executable, "-m", "pipeline.cli", "--config", str(tmp_path / "aiimg.toml")]
     ok = subprocess.run([*aiimg, "build"], cwd=ROOT, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert f"{wid}/1.png: cannot read image" in ok.stdout and "made " in ok.stdout
-    strict = subprocess.run([*aiimg, "build", "--strict", "--output", str(tmp_path / "other")], cwd=ROOT,
-                            capture_output=True, text=True)
+    strict = subprocess.run(
+        [*aiimg, "build", "--strict", "--output", str(tmp_path / "other")], cwd=ROOT, capture_output=True, text=True
+    )
     assert strict.returncode == 1 and "problem(s)" in strict.stderr
-    assert (tmp_path / "other/index.html").is_file()     # built anyway
+    assert (tmp_path / "other/index.html").is_file()  # built anyway
 
 
 def test_build_never_imports_torch(tmp_path):
     make_content(tmp_path, 1)
-    code = ("import sys; sys.path.insert(0, 'tests'); from gallery_fixtures import site_config; "
-            "from pipeline.gallery import build_site; from pathlib import Path; "
-            f"r = build_site(site_config(Path({str(tmp_path)!r}))); assert r.works == 1; "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'transformers')); "
-            "print('heavy:', bad); assert not bad")
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); from gallery_fixtures import site_config; "
+        "from pipeline.gallery import build_site; from pathlib import Path; "
+        f"r = build_site(site_config(Path({str(tmp_path)!r}))); assert r.works == 1; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'transformers')); "
+        "print('heavy:', bad); assert not bad"
+    )
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
 
@@ -271,14 +298,15 @@ def test_no_user_text_becomes_a_path_outside_output(tmp_path):
     data = json.loads(work_json.read_text())
     data["variations"][0]["file"] = "../../../../evil.png"
     work_json.write_text(json.dumps(data))
-    (tmp_path / "content/works/..evil").mkdir()            # not an id: never listed
+    (tmp_path / "content/works/..evil").mkdir()  # not an id: never listed
     (tmp_path / "content/works/..evil/work.json").write_text(json.dumps(data))
     cfg = site_config(tmp_path)
     report = build_site(cfg)
     assert any("bad variation file name '../../../../evil.png'" in p for p in report.problems)
     assert report.works == 1
     written = {p.resolve() for p in tmp_path.rglob("*") if p.is_file()} - {
-        p.resolve() for p in (tmp_path / "content").rglob("*")}
+        p.resolve() for p in (tmp_path / "content").rglob("*")
+    }
     assert all(p.is_relative_to(cfg.output_dir.resolve()) for p in written)
     out = Output(cfg.output_dir)
     for bad in ("../x.html", "/etc/passwd", "a/../../x", "a\\..\\x", ""):
@@ -302,10 +330,10 @@ def test_pages_follow_their_inputs_and_are_remade_when_deleted(site, tmp_path):
     report = build_site(cfg)
     assert report.images_made == 0
     assert "<h1>Renamed</h1>" in (cfg.output_dir / "works" / newest / "index.html").read_text()
-    assert "Renamed" in (cfg.output_dir / "index.html").read_text()            # the tile's caption
+    assert "Renamed" in (cfg.output_dir / "index.html").read_text()  # the tile's caption
     tag = Content(tmp_path / "content").read_work(newest)["variations"][0]["picks"][0]["value"]
     assert "Renamed" in (cfg.output_dir / "tags" / tag / "index.html").read_text()
-    assert (cfg.output_dir / "tags/index.html").is_file()                         # deleted by hand: made again
+    assert (cfg.output_dir / "tags/index.html").is_file()  # deleted by hand: made again
     assert 0 < report.pages_written < 10
 
 

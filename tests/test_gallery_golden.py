@@ -14,15 +14,24 @@ import re
 from pathlib import Path
 
 import pytest
-
 from gallery_fixtures import make_content, site_config
+
 from pipeline.gallery import build_site
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("AIIMG_UPDATE_GOLDEN") == "1"
 FIRST = "20261125-150000-0000"
-PAGES = ["index.html", "page/2/index.html", f"works/{FIRST}/index.html", "tags/index.html",
-         "tags/kimono/index.html", "feed.xml", "sitemap.xml", "robots.txt", "404.html"]
+PAGES = [
+    "index.html",
+    "page/2/index.html",
+    f"works/{FIRST}/index.html",
+    "tags/index.html",
+    "tags/kimono/index.html",
+    "feed.xml",
+    "sitemap.xml",
+    "robots.txt",
+    "404.html",
+]
 
 
 def normalise(text: str) -> str:

@@ -6,9 +6,8 @@ import html.parser
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from gallery_fixtures import HOSTILE, add_work, make_content, site_config
-from pipeline.content import Content
+
 from pipeline.gallery import build_site
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -39,7 +38,8 @@ def hostile_site(tmp_path_factory):
     make_content(root, 2)
     wid = add_work(root / "content", 7, prompt=f"masterpiece, {HOSTILE}", picks=(HOSTILE, "kimono"))
     (root / "content/works" / wid / "work.toml").write_text(
-        f"description = '{HOSTILE}'\ntags = ['{HOSTILE} & more']\n", encoding="utf-8")
+        f"description = '{HOSTILE}'\ntags = ['{HOSTILE} & more']\n", encoding="utf-8"
+    )
     cfg = site_config(root)
     report = build_site(cfg)
     assert report.problems == [] and report.works == 3
@@ -63,16 +63,16 @@ def test_every_html_page_shows_the_prompt_as_text_and_runs_only_our_script(hosti
         assert len(scripts) == 1 and scripts[0]["src"].endswith(".js"), path
         assert not any(k.startswith("on") for _, attrs in page.tags for k in attrs), path
         seen_as_text += any(HOSTILE in t for t in page.text)
-    assert seen_as_text >= 3          # work page, its tag page, the tags page
+    assert seen_as_text >= 3  # work page, its tag page, the tags page
 
 
 def test_work_page_meta_tags_carry_the_text_escaped(hostile_site):
     cfg, wid = hostile_site
     page = Page((cfg.output_dir / "works" / wid / "index.html").read_text(encoding="utf-8"))
     metas = {a.get("property") or a.get("name"): a.get("content") for t, a in page.tags if t == "meta"}
-    assert metas["og:description"] == HOSTILE            # the work.toml description, round-tripped exactly
+    assert metas["og:description"] == HOSTILE  # the work.toml description, round-tripped exactly
     assert metas["description"] == HOSTILE
-    assert metas["og:title"].startswith(HOSTILE)          # title = the picks, the first is hostile
+    assert metas["og:title"].startswith(HOSTILE)  # title = the picks, the first is hostile
     prompt = next(t for t in page.text if "masterpiece, <script>" in t)
     assert prompt == f"masterpiece, {HOSTILE}"
     copy_targets = [a["data-copy"] for t, a in page.tags if "data-copy" in a]
@@ -89,7 +89,7 @@ def test_feed_is_well_formed_and_holds_the_text(hostile_site):
     assert entry.find(f"{ATOM}title").text.startswith(HOSTILE)
     terms = [c.get("term") for c in entry.findall(f"{ATOM}category")]
     assert HOSTILE in terms and f"{HOSTILE} & more" in terms
-    content = Page(entry.find(f"{ATOM}content").text)       # the HTML a feed reader renders
+    content = Page(entry.find(f"{ATOM}content").text)  # the HTML a feed reader renders
     assert not [t for t, _ in content.tags if t == "script"]
     assert f"masterpiece, {HOSTILE}" in "".join(content.text)
     ET.parse(cfg.output_dir / "sitemap.xml")
@@ -100,5 +100,5 @@ def test_tag_pages_of_hostile_tags_exist_with_safe_names(hostile_site):
     tags_page = Page((cfg.output_dir / "tags/index.html").read_text(encoding="utf-8"))
     hrefs = [a["href"] for t, a in tags_page.tags if t == "a" and a.get("href", "").startswith("../tags/")]
     for href in hrefs:
-        assert (cfg.output_dir / "tags" / href[len("../tags/"):] / "index.html").is_file()
+        assert (cfg.output_dir / "tags" / href[len("../tags/") :] / "index.html").is_file()
     assert any(HOSTILE in t for t in tags_page.text)

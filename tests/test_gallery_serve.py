@@ -9,8 +9,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from gallery_fixtures import add_work, make_content, site_config
+
 from pipeline.gallery.serve import serve
 
 
@@ -34,7 +34,7 @@ def test_serve_previews_and_rebuilds_on_change(tmp_path):
         index = tmp_path / "output/index.html"
         base = wait_for(lambda: index.is_file() and re.search(r'rel="canonical" href="([^"]+)"', index.read_text()))
         base = base.group(1)
-        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", base)     # the preview's own URL, not base_url
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", base)  # the preview's own URL, not base_url
         with urllib.request.urlopen(base) as resp:
             assert resp.status == 200 and b'class="tile"' in resp.read()
         new = add_work(tmp_path / "content", 9)

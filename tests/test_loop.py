@@ -45,8 +45,15 @@ def test_seed_dropped_while_drafting_preempts_the_draft_and_gets_three_variation
         first = wait_for(lambda: content.drafts(), timeout=180, what="the first draft", proc=proc)[0]
         # the next draft is now in progress; the creator marks the first one
         (first.folder / "Seed.txt").write_text("")
-        wait_for(lambda: len(content.read_work(first.id)["variations"]) == 3 and
-                 content.read_work(first.id)["rounds"][-1]["files"], timeout=180, what="3 variations", proc=proc)
+        wait_for(
+            lambda: (
+                len(content.read_work(first.id)["variations"]) == 3
+                and content.read_work(first.id)["rounds"][-1]["files"]
+            ),
+            timeout=180,
+            what="3 variations",
+            proc=proc,
+        )
     finally:
         out = stop(proc)
     assert proc.returncode == 0, out
@@ -81,7 +88,9 @@ def test_once_makes_the_drafts_asked_for_serves_seeds_and_exits(tmp_path):
 
 
 def test_drafting_pauses_at_the_cap_of_unseeded_drafts(tmp_path):
-    config = write_tree(tmp_path, FAST_TOML.replace("rescan_seconds = 1.0", "rescan_seconds = 1.0\nmax_unseeded_drafts = 2"))
+    config = write_tree(
+        tmp_path, FAST_TOML.replace("rescan_seconds = 1.0", "rescan_seconds = 1.0\nmax_unseeded_drafts = 2")
+    )
     result = aiimg(config, "run", "--once")
     assert result.returncode == 0, result.stderr
     assert len(Content(tmp_path / "content").drafts()) == 2
@@ -94,7 +103,7 @@ def test_a_second_run_on_the_same_content_refuses_clearly(tmp_path):
     content = Content(tmp_path / "content")
     proc = start(config, "run", "--max-drafts", "0")
     try:
-        wait_for(lambda: loop_ready(content, proc), timeout=120, what="the loop", proc=proc)
+        wait_for(lambda proc=proc: loop_ready(content, proc), timeout=120, what="the loop", proc=proc)
         wait_for(lambda: "idle" in content.read_status()["doing"], timeout=60, what="idle", proc=proc)
         spent = cpu_seconds(proc.pid)
         time.sleep(3)
@@ -117,13 +126,13 @@ def test_kill_9_at_random_moments_loses_nothing_and_every_seed_gets_one_set(tmp_
     marked: dict[str, int] = {}
     for _ in range(6):
         proc = start(config, "run", "--max-drafts", "4")
-        wait_for(lambda: loop_ready(content, proc), timeout=120, what="the loop", proc=proc)
-        for d in content.drafts():   # the creator marks some drafts while the loop runs
+        wait_for(lambda proc=proc: loop_ready(content, proc), timeout=120, what="the loop", proc=proc)
+        for d in content.drafts():  # the creator marks some drafts while the loop runs
             if d.id not in marked and rng.random() < 0.5:
                 marked[d.id] = rng.choice([1, 2, 3])
                 (d.folder / "seed.txt").write_text(f"count = {marked[d.id]}\n")
         time.sleep(rng.uniform(0.05, 2.5))
-        proc.kill()   # SIGKILL: no clean-up of any kind
+        proc.kill()  # SIGKILL: no clean-up of any kind
         proc.wait()
     assert marked, "the test marked no seed; change AIIMG_KILL_SEED"
     final = aiimg(config, "vary")
@@ -131,8 +140,9 @@ def test_kill_9_at_random_moments_loses_nothing_and_every_seed_gets_one_set(tmp_
     for draft_id, count in marked.items():
         work = content.read_work(draft_id)
         assert len(work["rounds"]) == 1 and [v["index"] for v in work["variations"]] == list(range(1, count + 1))
-        assert sorted(p.name for p in content.work_folder(draft_id).glob("*.png")) == \
-            sorted(f"{i}.png" for i in range(1, count + 1))
+        assert sorted(p.name for p in content.work_folder(draft_id).glob("*.png")) == sorted(
+            f"{i}.png" for i in range(1, count + 1)
+        )
     assert_everything_readable(content)
 
 

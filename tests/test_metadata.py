@@ -2,9 +2,19 @@ from PIL import Image
 
 from pipeline import metadata
 
-RECIPE = {"prompt": 'girl, "smile": 1.2, 日本語', "negative_prompt": "lowres", "steps": 25,
-          "scheduler": "DPMSolverMultistepScheduler", "guidance_scale": 7.0, "seed": 123, "width": 832,
-          "height": 768, "model": {"name": "tiny", "hash": "3f0845323f"}, "strength": 0.5, "template": "a, {b|c}"}
+RECIPE = {
+    "prompt": 'girl, "smile": 1.2, 日本語',
+    "negative_prompt": "lowres",
+    "steps": 25,
+    "scheduler": "DPMSolverMultistepScheduler",
+    "guidance_scale": 7.0,
+    "seed": 123,
+    "width": 832,
+    "height": 768,
+    "model": {"name": "tiny", "hash": "3f0845323f"},
+    "strength": 0.5,
+    "template": "a, {b|c}",
+}
 
 
 def test_a1111_text_has_prompt_negative_and_a_steps_line():
@@ -12,8 +22,10 @@ def test_a1111_text_has_prompt_negative_and_a_steps_line():
     lines = text.split("\n")
     assert lines[0] == RECIPE["prompt"]
     assert lines[1] == "Negative prompt: lowres"
-    assert lines[2].startswith("Steps: 25, Sampler: DPM++ 2M, CFG scale: 7.0, Seed: 123, Size: 832x768, "
-                               "Model hash: 3f0845323f, Model: tiny, Denoising strength: 0.5")
+    assert lines[2].startswith(
+        "Steps: 25, Sampler: DPM++ 2M, CFG scale: 7.0, Seed: 123, Size: 832x768, "
+        "Model hash: 3f0845323f, Model: tiny, Denoising strength: 0.5"
+    )
     # values with , : or " are JSON-quoted, as A1111 does
     assert 'Template: "a, {b|c}"' in lines[2]
 

@@ -15,7 +15,7 @@ def test_tiny_is_deterministic_across_builds(tmp_path, monkeypatch, tiny):
     folder = models.ensure_tiny()
     assert folder == tmp_path / models.TINY_VERSION and (folder / "model_index.json").is_file()
     assert models.folder_hash(folder) == tiny.hash
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tiny-")]   # no debris
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tiny-")]  # no debris
 
 
 def test_tiny_tokenizer_is_real(tiny):
@@ -77,7 +77,8 @@ def test_file_hash_is_a1111_style_and_cached(tmp_path, monkeypatch):
 
 def test_cli_reports_a_missing_model_without_a_traceback(tmp_path):
     config_path = write_tree(tmp_path)
-    result = aiimg(config_path, "--model", "someone/not-cached", "draft", "-n", "1",
-                   env={"HF_HOME": str(tmp_path / "hf")})
+    result = aiimg(
+        config_path, "--model", "someone/not-cached", "draft", "-n", "1", env={"HF_HOME": str(tmp_path / "hf")}
+    )
     assert result.returncode == 1
     assert "aiimg: error: [model] id = 'someone/not-cached'" in result.stderr and "Traceback" not in result.stderr

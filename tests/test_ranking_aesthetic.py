@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+import ranking_fixtures as F
+import torch  # noqa: E402  (the studio extra; part of the dev install)
 
 from pipeline import config
 from pipeline.content import Content
@@ -13,9 +15,6 @@ from pipeline.ranking.aesthetic import AestheticScorer, make_head
 from pipeline.ranking.ranker import Ranker
 from pipeline.ranking.scorers import Item
 
-import ranking_fixtures as F
-
-import torch  # noqa: E402  (the studio extra; part of the dev install)
 torch.set_num_threads(1)
 EMBED = 16
 
@@ -24,12 +23,26 @@ def save_stand_in(root, full_clip: bool = True):
     """A tiny CLIP (random weights, save_pretrained) + a random head .pth with LAION's keys."""
     from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
-                  image_size=32, patch_size=8, projection_dim=EMBED)
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+        projection_dim=EMBED,
+    )
     torch.manual_seed(0)
     if full_clip:
-        text = dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                    num_attention_heads=2, max_position_embeddings=77, projection_dim=EMBED)
+        text = dict(
+            vocab_size=99,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            projection_dim=EMBED,
+        )
         model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=EMBED))
     else:
         model = CLIPVisionModelWithProjection(CLIPVisionConfig(**vision))
@@ -54,12 +67,13 @@ def items(tmp_path):
 def test_stand_in_scores_images(tmp_path, full_clip):
     clip, head = save_stand_in(tmp_path, full_clip)
     assert sorted(torch.load(head, weights_only=True)) == sorted(
-        f"layers.{i}.{p}" for i in (0, 2, 4, 6, 7) for p in ("weight", "bias"))
+        f"layers.{i}.{p}" for i in (0, 2, 4, 6, 7) for p in ("weight", "bias")
+    )
     scorer = AestheticScorer("clip", "head.pth", root=str(tmp_path))
     results = scorer.score(items(tmp_path))
     values = [r.score for r in results[:3]]
     assert all(math.isfinite(v) for v in values)
-    assert len(set(values)) == 3                       # different images, different ratings
+    assert len(set(values)) == 3  # different images, different ratings
     assert math.isnan(results[3].score) and results[3].flags == ["unreadable"]
 
 
@@ -118,10 +132,12 @@ def test_learning_with_a_local_clip_uses_its_embeddings(tmp_path):
     from pipeline.ranking.store import load_embedding
 
     save_stand_in(tmp_path)
-    cfg = config.from_dict({"score": {"clip_model": "clip", "aesthetic_head": "head.pth",
-                                      "learn_min_seeds": 4, "learn_min_unmarked": 8}}, root=str(tmp_path))
+    cfg = config.from_dict(
+        {"score": {"clip_model": "clip", "aesthetic_head": "head.pth", "learn_min_seeds": 4, "learn_min_unmarked": 8}},
+        root=str(tmp_path),
+    )
     content = Content(cfg.content_dir).ensure()
-    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
     size = (128, 128)
     for n in range(12):
         img = F.clean(n, size=size) if n < 4 else F.noisy(F.clean(n, size=size))

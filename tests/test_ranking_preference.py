@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import ranking_fixtures as F
 
 from pipeline import config
 from pipeline.content import Content
@@ -15,15 +16,13 @@ from pipeline.ranking import rank_command, stats_report, store
 from pipeline.ranking.evaluation import auc, auc_lower_bound, evaluate, precision_at
 from pipeline.ranking.preference import FEATURES, fit, label
 
-import ranking_fixtures as F
-
-OLD = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)
+OLD = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
 
 
 def test_auc_matches_the_definition_and_scikit_learn():
     assert auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
-    assert auc([1, 1, 1, 1], [0, 1, 0, 1]) == 0.5                 # ties count half
-    assert auc([0.9, np.nan], [0, 1]) == 0.0                      # a reject ranks last
+    assert auc([1, 1, 1, 1], [0, 1, 0, 1]) == 0.5  # ties count half
+    assert auc([0.9, np.nan], [0, 1]) == 0.0  # a reject ranks last
     from sklearn.metrics import roc_auc_score
 
     rng = np.random.default_rng(0)
@@ -33,8 +32,8 @@ def test_auc_matches_the_definition_and_scikit_learn():
 
 def test_precision_of_the_top_tenth():
     scores = np.arange(100, dtype=float)
-    labels = (scores >= 95).astype(int)                            # 5 seeds, all at the very top
-    assert precision_at(scores, labels) == 0.5                     # top 10 holds all 5
+    labels = (scores >= 95).astype(int)  # 5 seeds, all at the very top
+    assert precision_at(scores, labels) == 0.5  # top 10 holds all 5
     assert precision_at(-scores, labels) == 0.0
 
 
@@ -43,7 +42,7 @@ def synthetic(seed: int, signal: float, n: int = 400):
     X = rng.normal(size=(n, len(FEATURES)))
     logit = signal * (1.5 * X[:, 0] - X[:, 3]) - 2.0
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
-    return X, y, rng.normal(size=n)                                # default scorer: uninformative here
+    return X, y, rng.normal(size=n)  # default scorer: uninformative here
 
 
 def test_model_beats_random_order_where_labels_carry_signal():
@@ -61,8 +60,8 @@ def test_model_does_not_claim_to_beat_random_where_labels_are_noise():
         learned = evaluate(X, y, FEATURES, default)["preference"]
         claims.append(learned["beats_random"])
         aucs.append(learned["auc"])
-    assert 0.46 < np.mean(aucs) < 0.54                             # held out: no optimistic bias
-    assert sum(claims) <= 4                                        # a test at 5%: ~2 in 40 by chance
+    assert 0.46 < np.mean(aucs) < 0.54  # held out: no optimistic bias
+    assert sum(claims) <= 4  # a test at 5%: ~2 in 40 by chance
 
 
 def test_fit_recovers_the_direction_of_the_signal():
@@ -125,10 +124,13 @@ def test_evaluate_reports_all_three_rankings_honestly(tmp_path):
 
 
 def test_labels_leave_out_recent_and_auto_seeded_drafts(tmp_path):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     old = {"created": (now - dt.timedelta(days=2)).isoformat()}
     new = {"created": (now - dt.timedelta(hours=2)).isoformat()}
-    entry = lambda recipe, seeded=False, auto=False: store.Entry(None, recipe, seeded, auto)
+
+    def entry(recipe, seeded=False, auto=False):
+        return store.Entry(None, recipe, seeded, auto)
+
     assert label(entry(old), now) == 0 and label(entry(new), now) is None
     assert label(entry(new, seeded=True), now) == 1
     assert label(entry(old, seeded=True, auto=True), now) is None
@@ -137,7 +139,10 @@ def test_labels_leave_out_recent_and_auto_seeded_drafts(tmp_path):
 def test_stats_show_seed_rate_per_pick_and_aspect_ratio(tmp_path):
     cfg = config.from_dict({}, root=str(tmp_path))
     content = Content(cfg.content_dir).ensure()
-    hair = lambda v: [{"token": "{red|blue}", "value": v}, {"token": "__outfit__", "value": "<coat>"}]
+
+    def hair(v):
+        return [{"token": "{red|blue}", "value": v}, {"token": "__outfit__", "value": "<coat>"}]
+
     for n, (colour, size) in enumerate([("red", (64, 96)), ("red", (64, 96)), ("blue", (96, 64)), ("blue", (96, 64))]):
         draft_id = F.make_draft(content, F.clean(n, size=size), picks=hair(colour))
         if colour == "red" or n == 3:
@@ -145,12 +150,12 @@ def test_stats_show_seed_rate_per_pick_and_aspect_ratio(tmp_path):
     report = stats_report(cfg)
     assert "3 drafts, 2 seeded by you (66.7%); 1 auto-seeded drafts left out" in report
     lines = report.splitlines()
-    red = next(l for l in lines if l.strip().startswith("red"))
-    blue = next(l for l in lines if l.strip().startswith("blue"))
+    red = next(ln for ln in lines if ln.strip().startswith("red"))
+    blue = next(ln for ln in lines if ln.strip().startswith("blue"))
     assert "2 drafts" in red and "100.0%" in red and "0 seeds" in blue
     assert lines.index(red) < lines.index(blue)
-    assert any("64x96 (0.67:1)" in l and "100.0%" in l for l in lines)
-    assert any("<coat>" in l and "3 drafts" in l for l in lines)
+    assert any("64x96 (0.67:1)" in ln and "100.0%" in ln for ln in lines)
+    assert any("<coat>" in ln and "3 drafts" in ln for ln in lines)
 
 
 def test_clip_embeddings_add_one_learned_direction_without_leaking(tmp_path):
@@ -158,8 +163,8 @@ def test_clip_embeddings_add_one_learned_direction_without_leaking(tmp_path):
     n, dim = 300, 32
     y = (rng.random(n) < 0.2).astype(float)
     taste = rng.normal(size=dim)
-    emb = rng.normal(size=(n, dim)) + np.outer(y, taste) * 0.6        # seeds lean one way
-    scalars = rng.normal(size=(n, len(FEATURES)))                        # sub-scores: no signal here
+    emb = rng.normal(size=(n, dim)) + np.outer(y, taste) * 0.6  # seeds lean one way
+    scalars = rng.normal(size=(n, len(FEATURES)))  # sub-scores: no signal here
     X = np.hstack([scalars, emb])
     ev = evaluate(X, y, FEATURES, rng.normal(size=n))
     assert ev["preference"]["beats_random"] and ev["preference"]["auc"] > 0.75

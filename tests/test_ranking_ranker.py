@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import math
 import subprocess
 import sys
 
 import pytest
+import ranking_fixtures as F
 
 from pipeline import config
 from pipeline.content import Content, parse_marker
 from pipeline.ranking import Ranker, rank_command
 from pipeline.ranking.duplicates import distance, phash
-
-import ranking_fixtures as F
 
 
 @pytest.fixture
@@ -30,7 +27,7 @@ def test_new_draft_is_scored_and_recorded_keeping_the_recipe(folder):
     Ranker(cfg, content).on_new_draft(draft_id)
     after = content.read_draft(draft_id)
     scores = after.pop("scores")
-    assert after == before                                  # every recipe key kept as it was
+    assert after == before  # every recipe key kept as it was
     assert scores["version"] == 1 and scores["flags"] == [] and len(scores["phash"]) == 16
     assert 0.8 < scores["scorers"]["default"]["score"] <= 1.0
     assert {"sharpness", "noise", "placement", "frame_cut"} <= set(scores["scorers"]["default"]["sub"])
@@ -43,7 +40,7 @@ def test_a_bad_image_is_recorded_as_rejected_and_never_raises(folder):
     good = F.make_draft(content, F.clean(3))
     ranker = Ranker(cfg, content)
     ranker.on_new_draft(bad)
-    ranker.on_new_draft("20261125-000000-dead")             # vanished draft: logged, no raise
+    ranker.on_new_draft("20261125-000000-dead")  # vanished draft: logged, no raise
     ranker.on_new_draft(good)
     assert F.scores_of(content, bad)["score"] is None
     assert F.scores_of(content, bad)["flags"] == ["unreadable"]
@@ -81,7 +78,7 @@ def test_rank_is_incremental_and_all_rescores(folder):
     assert "scored 1 draft(s)" in rank_command(cfg)
     assert "scored 4 draft(s)" in rank_command(cfg, rescore=True)
     order = report.splitlines()
-    assert order[-1].split()[0] == "reject"                  # the blank one sorts last
+    assert order[-1].split()[0] == "reject"  # the blank one sorts last
     assert F.scores_of(content, ids[0])["scored"] >= stamp
 
 
@@ -103,7 +100,7 @@ def test_auto_seed_marks_the_top_of_each_batch(tmp_path):
     ids = [F.make_draft(content, img) for img in images]
     for draft_id in ids[:3]:
         ranker.on_new_draft(draft_id)
-    assert content.seeds()[0] == []                         # the batch is not complete yet
+    assert content.seeds()[0] == []  # the batch is not complete yet
     ranker.on_new_draft(ids[3])
     waiting = content.seeds()[0]
     assert [s.draft.id for s in waiting] == [ids[2]]
@@ -119,15 +116,19 @@ def test_auto_seed_is_off_by_default(folder):
 
 
 def test_importing_the_package_and_cli_loads_no_numpy_cv2_or_torch():
-    code = ("import sys, pipeline.cli, pipeline.ranking; from pipeline.ranking import Ranker;"
-            "print(sorted(m for m in ('numpy', 'cv2', 'torch') if m in sys.modules))")
+    code = (
+        "import sys, pipeline.cli, pipeline.ranking; from pipeline.ranking import Ranker;"
+        "print(sorted(m for m in ('numpy', 'cv2', 'torch') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_constructing_a_ranker_is_cheap_and_torch_free(tmp_path):
-    code = ("import sys; from pipeline import config; from pipeline.ranking import Ranker;"
-            f"Ranker(config.from_dict({{}}, root={str(tmp_path)!r})); print('torch' in sys.modules)")
+    code = (
+        "import sys; from pipeline import config; from pipeline.ranking import Ranker;"
+        f"Ranker(config.from_dict({{}}, root={str(tmp_path)!r})); print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -137,8 +138,15 @@ def test_cli_rank_and_stats_and_a_bad_weight(tmp_path):
     F.make_draft(content, F.clean(20, size=(256, 256)), picks=[{"token": "{red|blue}", "value": "blue"}])
     toml = tmp_path / "aiimg.toml"
     toml.write_text("[score]\nweights = { default = 1.0 }\n")
-    run = lambda *args: subprocess.run([sys.executable, "-m", "pipeline.cli", "--config", str(toml), *args],
-                                       capture_output=True, text=True, timeout=120)
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "--config", str(toml), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
     ranked = run("rank")
     assert ranked.returncode == 0 and "scored 1 draft(s)" in ranked.stdout
     stats = run("stats")

@@ -8,15 +8,14 @@ import json
 import threading
 
 import pytest
+import ranking_fixtures as F
 
 from pipeline import config
 from pipeline.content import Content, find_marker
 from pipeline.ranking import rank_command
 from pipeline.ranking.review import make_server
 
-import ranking_fixtures as F
-
-YESTERDAY = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(days=1)
+YESTERDAY = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
 SMALL = (256, 256)
 XSS = 'a girl, <img src=x onerror="window.pwned=1"> <script>window.pwned=1</script> & more'
 
@@ -59,7 +58,7 @@ def test_server_listens_on_loopback_only(served):
     cfg, content, ids, port = served
     status, body = request(port, "GET", "/api/drafts")
     assert status == 200 and len(json.loads(body)["drafts"]) == 5
-    assert request(port, "GET", "/api/drafts", host="evil.example")[0] == 403    # DNS rebinding
+    assert request(port, "GET", "/api/drafts", host="evil.example")[0] == 403  # DNS rebinding
 
 
 def test_ids_from_http_are_validated_and_only_known_drafts_served(served):
@@ -80,14 +79,16 @@ def test_post_needs_the_page_header(served):
 
 def test_unseed_refuses_once_variations_started(served):
     cfg, content, ids, port = served
-    content.write_work(ids["old"], {"draft": ids["old"], "rounds": [{"marker": "x", "count": 3, "files": ["1.png"]}],
-                                    "variations": []})
+    content.write_work(
+        ids["old"], {"draft": ids["old"], "rounds": [{"marker": "x", "count": 3, "files": ["1.png"]}], "variations": []}
+    )
     status, body = request(port, "POST", f"/api/unseed/{ids['old']}", {"X-Aiimg-Review": "1"})
     assert status == 409 and b"started" in body
     assert find_marker(content.draft(ids["old"]).folder) is not None
 
 
 # -- in the real browser -----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def browser():
@@ -169,9 +170,9 @@ def test_preview_and_seed_button_write_the_marker_the_loop_reads(served, browser
     page.wait_for_selector(f".card[data-id='{ids['best']}'].seeded")
     marker = find_marker(content.draft(ids["best"]).folder)
     assert marker.name == "seed.txt" and marker.read_text() == ""
-    assert ids["best"] in [s.draft.id for s in content.seeds()[0]]        # what the loop serves next
+    assert ids["best"] in [s.draft.id for s in content.seeds()[0]]  # what the loop serves next
     page.keyboard.press("Escape")
-    page.click(f".card[data-id='{ids['best']}'] .seed-btn")                 # unseed
+    page.click(f".card[data-id='{ids['best']}'] .seed-btn")  # unseed
     page.wait_for_selector(f".card[data-id='{ids['best']}']:not(.seeded)")
     assert find_marker(content.draft(ids["best"]).folder) is None
     assert ids["best"] not in [s.draft.id for s in content.seeds()[0]]
@@ -203,7 +204,7 @@ def test_seed_button_feeds_the_real_loop(tmp_path, browser):
     cfg = config.load(path)
     content = Content(cfg.content_dir)
     drafts = content.drafts()
-    assert all("scores" in content.read_draft(d.id) for d in drafts)      # scored right after saving
+    assert all("scores" in content.read_draft(d.id) for d in drafts)  # scored right after saving
     server = make_server(cfg, port=0)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     try:
@@ -219,7 +220,7 @@ def test_seed_button_feeds_the_real_loop(tmp_path, browser):
     assert served.returncode == 0, served.stdout + served.stderr
     work = content.read_work(top)
     assert len(work["variations"]) == cfg.variation.count
-    assert [d.id for d in content.drafts()] == [d.id for d in drafts]       # no draft made, the seed served
+    assert [d.id for d in content.drafts()] == [d.id for d in drafts]  # no draft made, the seed served
 
 
 def test_review_scores_drafts_no_loop_scored(tmp_path, monkeypatch):
@@ -229,7 +230,7 @@ def test_review_scores_drafts_no_loop_scored(tmp_path, monkeypatch):
     content = Content(cfg.content_dir).ensure()
     draft_id = F.make_draft(content, F.clean(30, size=SMALL))
     page = review.Review(cfg, content)
-    assert page.score_missing() == 0                       # too new: the loop's ranker goes first
+    assert page.score_missing() == 0  # too new: the loop's ranker goes first
     monkeypatch.setattr(review, "SCORE_AFTER", -1.0)
     assert page.score_missing() == 1 and "scores" in content.read_draft(draft_id)
     assert page.score_missing() == 0

@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+import ranking_fixtures as F
 
 from pipeline.ranking.scorers import combine, normalise, sort_key
 from pipeline.ranking.technical import DefaultScorer, judge, measure
-
-import ranking_fixtures as F
 
 SEEDS = range(8)
 
@@ -60,7 +59,7 @@ def test_subject_on_a_thirds_point_beats_a_centred_one():
     results = [(score(F.clean(s)), score(F.clean(s, "centre"))) for s in SEEDS]
     assert all(t.sub["placement"] > c.sub["placement"] for t, c in results)
     assert sum(t.score > c.score for t, c in results) >= 0.9 * len(results)
-    assert all("subject_cut" not in c.flags for _, c in results)   # centred is fine, not a defect
+    assert all("subject_cut" not in c.flags for _, c in results)  # centred is fine, not a defect
 
 
 def test_unreadable_image_is_rejected_not_raised(tmp_path):
@@ -75,7 +74,7 @@ def test_unreadable_image_is_rejected_not_raised(tmp_path):
 def test_normalise_is_robust_and_keeps_rejects():
     z = normalise([1.0, 2.0, 3.0, math.nan, 100.0, 2.0])
     assert z[1] == 0.0 and z[0] < 0 < z[2]
-    assert math.isnan(z[3]) and z[4] == 4.0          # an outlier is clipped, not dominating
+    assert math.isnan(z[3]) and z[4] == 4.0  # an outlier is clipped, not dominating
     assert normalise([5.0, 5.0]) == [0.0, 0.0]
 
 
@@ -84,12 +83,17 @@ def test_combine_weights_scorers_on_their_normalised_scales():
     default_only = combine(raw, {"default": 1.0})
     assert default_only[0] > default_only[2] > default_only[1]
     aesthetic_heavy = combine(raw, {"default": 1.0, "aesthetic": 3.0})
-    assert aesthetic_heavy[1] > aesthetic_heavy[0]   # the scale of 1..10 ratings does not matter, weights do
+    assert aesthetic_heavy[1] > aesthetic_heavy[0]  # the scale of 1..10 ratings does not matter, weights do
     assert combine(raw, {"default": 1.0, "aesthetic": 0.0}) == default_only
 
 
 def test_a_nan_from_a_weighted_scorer_rejects_and_a_missing_one_is_skipped():
-    raw = [{"default": 0.9}, {"default": math.nan}, {"default": 0.1, "aesthetic": 9.0}, {"default": 0.5, "aesthetic": 1.0}]
+    raw = [
+        {"default": 0.9},
+        {"default": math.nan},
+        {"default": 0.1, "aesthetic": 9.0},
+        {"default": 0.5, "aesthetic": 1.0},
+    ]
     out = combine(raw, {"default": 1.0, "aesthetic": 1.0})
     assert math.isnan(out[1]) and not math.isnan(out[0])
-    assert sorted(range(4), key=lambda i: sort_key(out[i]))[-1] == 1   # rejects sort last
+    assert sorted(range(4), key=lambda i: sort_key(out[i]))[-1] == 1  # rejects sort last

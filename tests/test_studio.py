@@ -8,12 +8,29 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import content as content_mod, drafts, metadata, variations
+from pipeline import content as content_mod
+from pipeline import drafts, metadata, variations
 from pipeline.content import Content
 from pipeline.studio import Studio
 
-RECIPE_KEYS = {"id", "created", "model", "scheduler", "template", "prompt", "negative_prompt", "picks",
-               "prompt_seed", "seed", "width", "height", "steps", "guidance_scale", "seconds", "aiimg_version"}
+RECIPE_KEYS = {
+    "id",
+    "created",
+    "model",
+    "scheduler",
+    "template",
+    "prompt",
+    "negative_prompt",
+    "picks",
+    "prompt_seed",
+    "seed",
+    "width",
+    "height",
+    "steps",
+    "guidance_scale",
+    "seconds",
+    "aiimg_version",
+}
 
 
 @pytest.fixture
@@ -59,7 +76,9 @@ def test_draft_has_png_recipe_and_parameters_chunk(studio, cfg):
         params = metadata.parse_parameters(img.text["parameters"])
     assert params["prompt"] == recipe["prompt"] and params["Seed"] == str(recipe["seed"])
     assert params["Size"] == f"{recipe['width']}x{recipe['height']}" and params["Model"] == "tiny"
-    assert recipe["width"] % 64 == 0 and abs(recipe["width"] * recipe["height"] - cfg.draft.area) <= 0.03 * cfg.draft.area
+    assert (
+        recipe["width"] % 64 == 0 and abs(recipe["width"] * recipe["height"] - cfg.draft.area) <= 0.03 * cfg.draft.area
+    )
 
 
 def test_draft_regenerates_from_its_recipe_alone(studio):
@@ -90,7 +109,7 @@ def test_seed_becomes_three_variations_at_the_variation_area_and_draft_aspect(st
         assert abs(v["width"] * v["height"] - area) / area <= 0.03
         assert abs((v["width"] / v["height"]) / (draft["width"] / draft["height"]) - 1) <= 0.03
         seeds.add(v["seed"])
-    assert len(seeds) == 3   # one generator, one seed per image
+    assert len(seeds) == 3  # one generator, one seed per image
 
 
 def test_overrides_then_an_edit_adds_a_round_without_overwriting(studio):
@@ -98,7 +117,7 @@ def test_overrides_then_an_edit_adds_a_round_without_overwriting(studio):
     marker = mark(studio, draft_id, 'count = 2\nstrength = 0.75\nprompt = "a red fox"\n')
     assert serve_all(studio) == 2
     first = (studio.content.work_folder(draft_id) / "1.png").read_bytes()
-    assert serve_all(studio) == 0   # nothing waits: rerun skips
+    assert serve_all(studio) == 0  # nothing waits: rerun skips
     time.sleep(0.01)
     marker.write_text("count = 1\n")
     assert serve_all(studio) == 1
@@ -119,11 +138,14 @@ def test_removing_the_marker_before_the_round_starts_cancels_it(studio):
     assert not list(studio.content.work_folder(draft_id).glob("*.png"))
 
 
-@pytest.mark.parametrize("body,message", [
-    (b"count = nope", "not valid TOML"),
-    (b"colour = 3", "unknown key 'colour'"),
-    (b"\xff\xfe\xfa", "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        (b"count = nope", "not valid TOML"),
+        (b"colour = 3", "unknown key 'colour'"),
+        (b"\xff\xfe\xfa", "not UTF-8"),
+    ],
+)
 def test_bad_marker_gets_an_error_file_and_other_seeds_are_still_served(studio, body, message):
     bad_id, good_id = one_draft(studio), one_draft(studio)
     (studio.content.draft_folder(bad_id) / "seed.txt").write_bytes(body)
@@ -206,7 +228,7 @@ def test_a_waiting_seed_preempts_a_draft_within_one_step(studio, cfg):
 
     def counting():
         steps.append(1)
-        if len(steps) == 1:   # a creator drops seed.txt during the first step
+        if len(steps) == 1:  # a creator drops seed.txt during the first step
             mark(studio, target)
             studio.marker_event.set()
         return real()
@@ -225,7 +247,7 @@ def test_disk_full_while_saving_a_draft_is_reported_and_leaves_nothing(studio, m
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(content_mod.os, "replace", full)
-    assert studio.make_draft(preemptible=False)   # the image was made; its write failed
+    assert studio.make_draft(preemptible=False)  # the image was made; its write failed
     studio.drain()
     assert studio.made["errors"] == 1 and studio.content.drafts() == []
     assert not [p for p in studio.content.root.rglob("*") if p.name.endswith(".tmp")]
@@ -234,11 +256,11 @@ def test_disk_full_while_saving_a_draft_is_reported_and_leaves_nothing(studio, m
 def test_prefetched_latents_give_the_same_pixels_as_encoding_in_the_round(studio):
     draft_id = one_draft(studio)
     mark(studio, draft_id, "count = 1")
-    studio.prefetch.signal()          # what the watcher does on a marker event
+    studio.prefetch.signal()  # what the watcher does on a marker event
     studio.prefetch.pool.submit(lambda: None).result()
     assert len(studio.prefetch.ready) == 1
     assert serve_all(studio) == 1
-    assert studio.prefetch.ready == {}   # taken by the round
+    assert studio.prefetch.ready == {}  # taken by the round
     v = studio.content.read_work(draft_id)["variations"][0]
     with Image.open(studio.content.draft(draft_id).image) as img:
         plain = variations.make(studio.model, img.convert("RGB"), dict(v))
@@ -253,7 +275,7 @@ def test_a_copy_of_a_marked_draft_folder_gets_an_error_not_endless_rounds(studio
     original = studio.content.draft_folder(draft_id)
     mark(studio, draft_id, "count = 1")
     copy = studio.content.drafts_dir / "favourites" / draft_id
-    shutil.copytree(original, copy)   # a plain copy: new mtimes, a new marker signature
+    shutil.copytree(original, copy)  # a plain copy: new mtimes, a new marker signature
     assert serve_all(studio) == 1
     assert len(studio.content.read_work(draft_id)["rounds"]) == 1
     assert "copies elsewhere are not served" in (copy / "seed.error.txt").read_text()
@@ -310,7 +332,7 @@ def test_a_stale_seed_served_twice_makes_one_round(studio):
     mark(studio, draft_id, "count = 1")
     (seed,), _ = studio.content.seeds()
     assert studio.serve(seed) == 1
-    assert studio.serve(seed) == 0   # e.g. `aiimg vary ID ID`, or the same marker seen twice
+    assert studio.serve(seed) == 0  # e.g. `aiimg vary ID ID`, or the same marker seen twice
     assert len(studio.content.read_work(draft_id)["rounds"]) == 1
 
 
@@ -319,7 +341,7 @@ def test_an_unreadable_marker_gets_an_error_file(studio, monkeypatch):
     marker = mark(studio, draft_id)
     real_open = open
 
-    def denied(path, *args, **kwargs):   # root reads anything: simulate chmod 000
+    def denied(path, *args, **kwargs):  # root reads anything: simulate chmod 000
         if str(path) == str(marker):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)

@@ -36,11 +36,16 @@ class BuildReport:
         made = self.images_made + self.pages_written
         reused = self.images_reused + self.pages_unchanged
         lines = [f"problem: {p}" for p in self.problems]
-        lines += [f"removed {rel[:-len('index.html')]}" for rel in self.removed
-                  if rel.startswith("works/") and rel.endswith("/index.html")]
-        lines.append(f"{self.works} works: made {made}, reused {reused}, removed {len(self.removed)} "
-                     f"({self.images_made} images encoded, {self.images_reused} reused; "
-                     f"{self.pages_written} files written, {self.pages_unchanged} unchanged)")
+        lines += [
+            f"removed {rel[: -len('index.html')]}"
+            for rel in self.removed
+            if rel.startswith("works/") and rel.endswith("/index.html")
+        ]
+        lines.append(
+            f"{self.works} works: made {made}, reused {reused}, removed {len(self.removed)} "
+            f"({self.images_made} images encoded, {self.images_reused} reused; "
+            f"{self.pages_written} files written, {self.pages_unchanged} unchanged)"
+        )
         lines.append(f"open {self.output / 'index.html'} (or preview it: aiimg serve)")
         return "\n".join(lines)
 
@@ -55,7 +60,7 @@ def build_site(cfg) -> BuildReport:
     last = stamp.unchanged(cfg, content, works_rows, previous)
     if last:
         return _nothing_to_do(report, last)
-    from pipeline.gallery.images import encode_all     # Pillow and Jinja: only when building
+    from pipeline.gallery.images import encode_all  # Pillow and Jinja: only when building
     from pipeline.gallery.render import render_site
 
     # 1. read the works (and their drafts) from content/
@@ -77,10 +82,15 @@ def build_site(cfg) -> BuildReport:
     report.pages_written, report.pages_unchanged = len(out.written), len(out.unchanged)
     # 6. remember what this build read, so that the next one can stop at step 0
     if report.problems:
-        stamp.forget(content)      # the next build must report them again
+        stamp.forget(content)  # the next build must report them again
     else:
-        stamp.save(cfg, content, works_rows, drafts, {"works": report.works, "images": len(images["sources"]),
-                                                      "pages": len(out.written) + len(out.unchanged)})
+        stamp.save(
+            cfg,
+            content,
+            works_rows,
+            drafts,
+            {"works": report.works, "images": len(images["sources"]), "pages": len(out.written) + len(out.unchanged)},
+        )
     return report
 
 

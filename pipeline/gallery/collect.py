@@ -29,10 +29,11 @@ META_KEYS = {"title": str, "tags": list, "description": str}
 @dataclass
 class Picture:
     """One source image and where its encoded forms go (``out_dir`` under output/)."""
+
     src: Path
-    out_dir: str          # "images/<id>"
-    stem: str             # "1", "2", ... or "draft"
-    meta: dict = field(default_factory=dict)   # filled by images.py: sizes, colour, files
+    out_dir: str  # "images/<id>"
+    stem: str  # "1", "2", ... or "draft"
+    meta: dict = field(default_factory=dict)  # filled by images.py: sizes, colour, files
 
     @property
     def ok(self) -> bool:
@@ -50,11 +51,11 @@ class Work:
     id: str
     title: str
     description: str
-    created: str                  # first publication: the oldest variation's `created`
-    updated: str                  # the newest variation's `created`
+    created: str  # first publication: the oldest variation's `created`
+    updated: str  # the newest variation's `created`
     tags: list[str]
     variations: list[Variation]
-    draft: Variation | None       # the txt2img image it came from (None when gone)
+    draft: Variation | None  # the txt2img image it came from (None when gone)
 
     @property
     def cover(self) -> Variation:
@@ -79,7 +80,7 @@ def _read_work(content: Content, work_id: str, problems: list[str]) -> Work | No
         problems.append(f"{exc}; work skipped")
         return None
     if not variations:
-        return None   # no variation yet: nothing to publish
+        return None  # no variation yet: nothing to publish
     meta = _read_meta(content, work_id, problems)
     return _work(work_id, variations, _draft(content, work_id, data, problems), meta)
 

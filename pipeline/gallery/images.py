@@ -33,7 +33,7 @@ from PIL import Image
 from pipeline.gallery.collect import Picture
 from pipeline.gallery.output import Output, write_file
 
-ENCODER_VERSION = 2   # bump when the encoding below changes: every image is re-encoded once
+ENCODER_VERSION = 2  # bump when the encoding below changes: every image is re-encoded once
 # libwebp effort 0..6. Measured on ~1 MP art: method 2 makes files as small as Pillow's
 # default 4 (within 1%) in a third of the time (26 ms vs 74 ms); 3 and up buy nothing here
 WEBP_METHOD = 2
@@ -41,13 +41,18 @@ AVIF_QUALITY, AVIF_SPEED = 60, 6
 
 
 def settings_of(site) -> dict:
-    return {"thumb_height": site.thumb_height, "image_width": site.image_width,
-            "webp_quality": site.webp_quality, "avif": site.avif, "strip_metadata": site.strip_metadata,
-            "encoder": ENCODER_VERSION, "pillow": PIL.__version__}
+    return {
+        "thumb_height": site.thumb_height,
+        "image_width": site.image_width,
+        "webp_quality": site.webp_quality,
+        "avif": site.avif,
+        "strip_metadata": site.strip_metadata,
+        "encoder": ENCODER_VERSION,
+        "pillow": PIL.__version__,
+    }
 
 
-def encode_all(pictures: list[Picture], site, out: Output, previous: dict, hashes: dict,
-               problems: list[str]) -> dict:
+def encode_all(pictures: list[Picture], site, out: Output, previous: dict, hashes: dict, problems: list[str]) -> dict:
     """Fill every picture's ``meta``; returns {"made": n, "reused": n, "sources": manifest part}.
     ``hashes`` is the cache of source digests (see :func:`hash_files`), updated in place."""
     settings = settings_of(site)
@@ -125,10 +130,11 @@ def _key(digest: str, settings_text: str) -> str:
 
 # -- the parallel run ------------------------------------------------------------------------
 
+
 def _run(jobs: list[tuple[Picture, str]], settings: dict, root: Path, problems: list[str]) -> None:
     if not jobs:
         return
-    from concurrent.futures import ProcessPoolExecutor   # multiprocessing: only when there is work
+    from concurrent.futures import ProcessPoolExecutor  # multiprocessing: only when there is work
 
     args = [(str(p.src), str(root), p.out_dir, p.stem, key, settings) for p, key in jobs]
     bar = Progress(len(jobs), "images")
@@ -165,13 +171,14 @@ class Progress:
 
 # -- one image (runs in a worker process) ----------------------------------------------------
 
+
 def encode_one(src: str, root: str, out_dir: str, stem: str, key: str, settings: dict) -> dict:
     try:
         with Image.open(src) as im:
             im.load()
             image = _normal_mode(im)
             original = _original(src, im, settings)
-    except Exception as exc:   # Pillow raises many types for a broken file; all mean "skip it"
+    except Exception as exc:  # Pillow raises many types for a broken file; all mean "skip it"
         return {"error": f"{src}: cannot read image ({type(exc).__name__}: {exc}); skipped"}
     base = f"{out_dir}/{stem}-{key}"
     meta = {"w": image.width, "h": image.height}
@@ -190,7 +197,7 @@ def encode_one(src: str, root: str, out_dir: str, stem: str, key: str, settings:
 
 def _normal_mode(im: Image.Image) -> Image.Image:
     if im.mode in ("RGB", "RGBA"):
-        return im.copy()   # closing the file destroys the image core: keep a copy
+        return im.copy()  # closing the file destroys the image core: keep a copy
     has_alpha = im.mode in ("LA", "PA") or "transparency" in im.info
     return im.convert("RGBA" if has_alpha else "RGB")
 
@@ -200,7 +207,7 @@ def _original(src: str, im: Image.Image, settings: dict) -> bytes | None:
     if not settings["strip_metadata"]:
         return None
     buf = io.BytesIO()
-    im.save(buf, format="PNG", compress_level=6)   # no pnginfo: the parameters chunk is gone
+    im.save(buf, format="PNG", compress_level=6)  # no pnginfo: the parameters chunk is gone
     return buf.getvalue()
 
 
@@ -249,7 +256,7 @@ def _publish_original(src: str, data: bytes | None, root: str, rel: str) -> str:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
-        os.link(src, tmp)          # no copy when output/ is on the same disk as content/
+        os.link(src, tmp)  # no copy when output/ is on the same disk as content/
     except OSError:
         shutil.copyfile(src, tmp)
     os.replace(tmp, dest)

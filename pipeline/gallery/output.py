@@ -133,7 +133,7 @@ def read_manifest(root: Path) -> dict:
 
 def write_manifest(out: Output, sources: dict) -> None:
     data = {"format": FORMAT, "files": sorted(out.files), "sources": sources, "pages": out.pages}
-    text = (json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n").encode()   # C encoder: fast
+    text = (json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n").encode()  # C encoder: fast
     path = out.root / MANIFEST
-    if not path.is_file() or path.read_bytes() != text:   # a no-op build touches nothing
+    if not path.is_file() or path.read_bytes() != text:  # a no-op build touches nothing
         write_file(path, text)

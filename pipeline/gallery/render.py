@@ -29,14 +29,14 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from PIL import Image
 
 from pipeline import __version__
-from pipeline.metadata import SAMPLER_NAMES
 from pipeline.gallery.collect import Picture, Work
 from pipeline.gallery.i18n import format_date, strings
 from pipeline.gallery.output import Output
 from pipeline.gallery.stamp import template_files
+from pipeline.metadata import SAMPLER_NAMES
 
-FEED_SIZE = 30        # newest works in feed.xml
-EAGER_TILES = 8       # tiles above the first screen: loaded at once, not lazily
+FEED_SIZE = 30  # newest works in feed.xml
+EAGER_TILES = 8  # tiles above the first screen: loaded at once, not lazily
 
 
 @dataclass
@@ -58,14 +58,25 @@ def render_site(works: list[Work], site, out: Output) -> None:
 
 
 def _environment(site) -> Environment:
-    env = Environment(loader=PackageLoader("pipeline", "site_templates"), undefined=StrictUndefined,
-                      autoescape=select_autoescape(["html", "xml"]), trim_blocks=True, lstrip_blocks=True,
-                      keep_trailing_newline=True)
+    env = Environment(
+        loader=PackageLoader("pipeline", "site_templates"),
+        undefined=StrictUndefined,
+        autoescape=select_autoescape(["html", "xml"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
     base = site.base_url if site.base_url.endswith("/") else site.base_url + "/"
-    env.globals.update(site=site, t=strings(site.lang), lang=site.lang, base_url=base,
-                       base_path=urlsplit(base).path or "/", version=__version__)
+    env.globals.update(
+        site=site,
+        t=strings(site.lang),
+        lang=site.lang,
+        base_url=base,
+        base_path=urlsplit(base).path or "/",
+        version=__version__,
+    )
     env.filters["date"] = lambda iso: format_date(iso, site.lang)
-    env.filters["sampler"] = lambda name: SAMPLER_NAMES.get(name, name)   # the name A1111 users know
+    env.filters["sampler"] = lambda name: SAMPLER_NAMES.get(name, name)  # the name A1111 users know
     env.filters["srcset"] = lambda files, root: ", ".join(f"{root}{f} {w}w" for f, w, _ in files)
     return env
 
@@ -87,7 +98,7 @@ def _page_key(env: Environment, template: str, path: str, ctx: dict) -> str:
 
 def _plain(obj):
     """JSON for what pages are made of; a work (on many pages) is hashed once per build."""
-    if isinstance(obj, Picture):     # where the source lies does not show on any page
+    if isinstance(obj, Picture):  # where the source lies does not show on any page
         return {k: v for k, v in obj.__dict__.items() if k != "src"}
     if isinstance(obj, Work):
         if "_key" not in obj.__dict__:
@@ -107,6 +118,7 @@ def _env_key(env: Environment, site) -> str:
 
 # -- assets ----------------------------------------------------------------------------------
 
+
 def _assets(out: Output) -> dict[str, str]:
     """Copy the CSS and JS under names carrying their hash; returns {"css": rel, "js": rel}."""
     names = {}
@@ -125,13 +137,28 @@ def _static(name: str) -> bytes:
 
 # -- pages -----------------------------------------------------------------------------------
 
+
 def _grid_pages(env, out: Output, works: list[Work], base: str, size: int, heading, tag: Tag | None = None):
-    chunks = [works[i:i + size] for i in range(0, len(works), size)] or [[]]
+    chunks = [works[i : i + size] for i in range(0, len(works), size)] or [[]]
     for n, chunk in enumerate(chunks, 1):
-        page = {"n": n, "total": len(chunks), "newer": _page_path(base, n - 1) if n > 1 else None,
-                "older": _page_path(base, n + 1) if n < len(chunks) else None}
-        _render(env, out, "grid.html", _page_path(base, n), works=chunk, page=page, heading=heading, tag=tag,
-                eager=EAGER_TILES if n == 1 else 0, og_work=chunk[0] if chunk else None)
+        page = {
+            "n": n,
+            "total": len(chunks),
+            "newer": _page_path(base, n - 1) if n > 1 else None,
+            "older": _page_path(base, n + 1) if n < len(chunks) else None,
+        }
+        _render(
+            env,
+            out,
+            "grid.html",
+            _page_path(base, n),
+            works=chunk,
+            page=page,
+            heading=heading,
+            tag=tag,
+            eager=EAGER_TILES if n == 1 else 0,
+            og_work=chunk[0] if chunk else None,
+        )
 
 
 def _page_path(base: str, n: int) -> str:
@@ -142,8 +169,18 @@ def _work_pages(env, out: Output, works: list[Work], slugs: dict[str, str]) -> N
     for i, work in enumerate(works):
         newer = works[i - 1] if i > 0 else None
         older = works[i + 1] if i + 1 < len(works) else None
-        _render(env, out, "work.html", f"works/{work.id}/", work=work, newer=newer, older=older,
-                prompts=_prompt_groups(work), og_work=work, slugs=slugs)
+        _render(
+            env,
+            out,
+            "work.html",
+            f"works/{work.id}/",
+            work=work,
+            newer=newer,
+            older=older,
+            prompts=_prompt_groups(work),
+            og_work=work,
+            slugs=slugs,
+        )
 
 
 def _prompt_groups(work: Work) -> list[dict]:
@@ -152,15 +189,15 @@ def _prompt_groups(work: Work) -> list[dict]:
     for v in work.variations:
         key = (str(v.recipe.get("prompt", "")), str(v.recipe.get("negative_prompt", "")))
         groups.setdefault(key, {"prompt": key[0], "negative": key[1], "indices": []})["indices"].append(
-            v.recipe.get("index", v.picture.stem))
+            v.recipe.get("index", v.picture.stem)
+        )
     return list(groups.values())
 
 
 def _tag_pages(env, out: Output, tags: list[Tag], size: int) -> None:
     for tag in tags:
         _grid_pages(env, out, tag.works, f"tags/{tag.slug}/", size, heading=tag.name, tag=tag)
-    _render(env, out, "tags.html", "tags/", tags=sorted(tags, key=lambda t: (-len(t.works), t.name)),
-            og_work=None)
+    _render(env, out, "tags.html", "tags/", tags=sorted(tags, key=lambda t: (-len(t.works), t.name)), og_work=None)
 
 
 def _tags(works: list[Work]) -> list[Tag]:
@@ -188,17 +225,19 @@ def _hashed(slug: str, name: str) -> str:
 
 # -- feed, sitemap and the small files -------------------------------------------------------
 
+
 def _extras(env, out: Output, works: list[Work], tags: list[Tag]) -> None:
     newest = max((w.updated for w in works), default="1970-01-01T00:00:00Z")
     out.write("feed.xml", env.get_template("feed.xml").render(works=works[:FEED_SIZE], updated=newest))
     pages = _sitemap_pages(works, tags, env.globals["site"].page_size)
     out.write("sitemap.xml", env.get_template("sitemap.xml").render(pages=pages))
     out.write("robots.txt", env.get_template("robots.txt").render())
-    out.write("404.html", env.get_template("404.html").render(root=env.globals["base_path"], path="404.html",
-                                                               og_work=None))
+    out.write(
+        "404.html", env.get_template("404.html").render(root=env.globals["base_path"], path="404.html", og_work=None)
+    )
     out.write("favicon.svg", _static("favicon.svg"))
     out.write("favicon.ico", _favicon_ico())
-    out.write(".nojekyll", b"")   # GitHub Pages: serve the files as they are, no Jekyll pass
+    out.write(".nojekyll", b"")  # GitHub Pages: serve the files as they are, no Jekyll pass
 
 
 def _sitemap_pages(works: list[Work], tags: list[Tag], size: int) -> list[tuple[str, str]]:

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import click
 
-DEBOUNCE_S = 0.4     # a work lands as several files: wait for the burst to end
-RESCAN_S = 30.0      # rebuild now and then anyway, in case an event was lost
+DEBOUNCE_S = 0.4  # a work lands as several files: wait for the burst to end
+RESCAN_S = 30.0  # rebuild now and then anyway, in case an event was lost
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     not_found: Path | None = None
 
-    def log_message(self, *args) -> None:   # quiet: the build summary is what matters here
+    def log_message(self, *args) -> None:  # quiet: the build summary is what matters here
         pass
 
     def send_error(self, code, message=None, explain=None):
@@ -58,7 +58,7 @@ def serve(cfg, stop: threading.Event | None = None) -> None:
     from pipeline.gallery import build_site
 
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    server = start_server(cfg.output_dir, cfg.site.serve_port)   # port 0: the OS picks one
+    server = start_server(cfg.output_dir, cfg.site.serve_port)  # port 0: the OS picks one
     cfg = preview_config(cfg, server.server_address[1])
     click.echo(build_site(cfg).summary())
     changed, stop = threading.Event(), stop or threading.Event()

@@ -39,8 +39,11 @@ def works_snapshot(content: Content) -> list:
 
 
 def stamp(cfg, content: Content, works_rows: list, drafts: list[str]) -> str:
-    h = hashlib.sha256(json.dumps([__version__, PIL.__version__, dataclasses.asdict(cfg.site),
-                                   str(cfg.output_dir), works_rows]).encode())
+    h = hashlib.sha256(
+        json.dumps(
+            [__version__, PIL.__version__, dataclasses.asdict(cfg.site), str(cfg.output_dir), works_rows]
+        ).encode()
+    )
     for rel in drafts:
         h.update(json.dumps(_listing(content.root / rel, content.root)).encode())
     for path in template_files():
@@ -64,7 +67,7 @@ def save(cfg, content: Content, works_rows: list, drafts: list[str], counts: dic
     try:
         content.state_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(content.gallery_stamp_path(), record)
-    except (AiimgError, OSError):   # a read-only content/ only means no shortcut next time
+    except (AiimgError, OSError):  # a read-only content/ only means no shortcut next time
         pass
 
 
@@ -97,8 +100,7 @@ def _listing(folder: Path, root: Path) -> list:
     except OSError:
         return [[str(folder.relative_to(root)), None]]
     rel = str(folder.relative_to(root))
-    return [[rel, e.name, st.st_size, st.st_mtime_ns, st.st_ino]
-            for e in entries if e.is_file() for st in [e.stat()]]
+    return [[rel, e.name, st.st_size, st.st_mtime_ns, st.st_ino] for e in entries if e.is_file() for st in [e.stat()]]
 
 
 def template_files(folder=None) -> list:

@@ -38,8 +38,10 @@ def check_files(clip_model: str, head: str, root: str = ".") -> tuple[Path, Path
         raise AiimgError(f"[score] {missing}: not set; the aesthetic scorer needs both clip_model and aesthetic_head")
     folder, head_path = Path(root) / clip_model, Path(root) / head
     if not (folder / "config.json").is_file():
-        raise AiimgError(f"{folder / 'config.json'}: missing; [score] clip_model must be a local CLIP folder "
-                         f"saved with save_pretrained (nothing is downloaded)")
+        raise AiimgError(
+            f"{folder / 'config.json'}: missing; [score] clip_model must be a local CLIP folder "
+            f"saved with save_pretrained (nothing is downloaded)"
+        )
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
         raise AiimgError(f"{folder / WEIGHT_FILES[0]}: missing (or {WEIGHT_FILES[1]}); copy the CLIP weights there")
     if not head_path.is_file():
@@ -92,8 +94,10 @@ def load(folder: Path, head_path: Path):
     try:
         head.load_state_dict(torch.load(head_path, map_location="cpu", weights_only=True))
     except (RuntimeError, OSError, KeyError, TypeError, ValueError) as exc:
-        raise AiimgError(f"{head_path}: not an aesthetic head for {dim}-d CLIP embeddings "
-                         f"(keys layers.{{0,2,4,6,7}}): {str(exc)[:300]}") from None
+        raise AiimgError(
+            f"{head_path}: not an aesthetic head for {dim}-d CLIP embeddings "
+            f"(keys layers.{{0,2,4,6,7}}): {str(exc)[:300]}"
+        ) from None
     return clip, head.eval(), clip.config.image_size
 
 
@@ -105,8 +109,15 @@ def make_head(dim: int):
         def __init__(self):
             super().__init__()
             self.layers = nn.Sequential(
-                nn.Linear(dim, 1024), nn.Dropout(0.2), nn.Linear(1024, 128), nn.Dropout(0.2),
-                nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1))
+                nn.Linear(dim, 1024),
+                nn.Dropout(0.2),
+                nn.Linear(1024, 128),
+                nn.Dropout(0.2),
+                nn.Linear(128, 64),
+                nn.Dropout(0.1),
+                nn.Linear(64, 16),
+                nn.Linear(16, 1),
+            )
 
         def forward(self, x):
             return self.layers(x)

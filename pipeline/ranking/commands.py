@@ -22,8 +22,10 @@ def rank_command(cfg, learn: bool = False, evaluate: bool = False, rescore: bool
     entries = store.entries(content)
     started = time.perf_counter()
     done = ranker.score_entries(entries, frozenset(ranker.names) if rescore else frozenset())
-    lines.append(f"scored {done} draft(s) in {time.perf_counter() - started:.1f} s, skipped "
-                 f"{len(entries) - done} already scored (scorers: {', '.join(ranker.names)}; --all rescores)")
+    lines.append(
+        f"scored {done} draft(s) in {time.perf_counter() - started:.1f} s, skipped "
+        f"{len(entries) - done} already scored (scorers: {', '.join(ranker.names)}; --all rescores)"
+    )
     if learn:
         lines.append(learn_preference(cfg, content, ranker, entries))
     if evaluate:
@@ -41,7 +43,8 @@ def learn_preference(cfg, content: Content, ranker: Ranker, entries: list) -> st
         raise AiimgError(
             f"{content.drafts_dir}: {seeds} seeds and {unmarked} unmarked drafts older than a day; --learn needs "
             f"{cfg.score.learn_min_seeds} and {cfg.score.learn_min_unmarked} ([score] learn_min_seeds, "
-            f"learn_min_unmarked): mark more drafts, or lower those keys")
+            f"learn_min_unmarked): mark more drafts, or lower those keys"
+        )
     ev = evaluation.evaluate(X, y, names, default_scores(entries, ids))
     path = preference.save(content, preference.fit(X, y, names), seeds, unmarked, ev)
     ranker.scorers = [s for s in ranker.scorers if s.name != "preference"]
@@ -54,8 +57,10 @@ def evaluate_preference(entries: list, content: Content) -> str:
     X, y, names, ids = preference.dataset(entries, content)
     seeds, unmarked = int((y > 0).sum()), int((y <= 0).sum())
     if seeds < 2 or unmarked < 2:
-        return (f"evaluation: {seeds} seeds and {unmarked} unmarked drafts older than a day are too few "
-                f"to measure anything; mark more drafts")
+        return (
+            f"evaluation: {seeds} seeds and {unmarked} unmarked drafts older than a day are too few "
+            f"to measure anything; mark more drafts"
+        )
     return evaluation.format_report(evaluation.evaluate(X, y, names, default_scores(entries, ids)))
 
 
@@ -69,10 +74,13 @@ def summary(entries: list, top: int = 5) -> str:
     scored = [e for e in entries if e.scores]
     flags = Counter(f for e in scored for f in e.scores.get("flags", []))
     best = sorted(scored, key=lambda e: sort_key(e.combined))[:top]
-    lines = [f"{len(scored)} scored drafts; flags: " +
-             (", ".join(f"{f} {n}" for f, n in flags.most_common()) or "none")]
-    lines += [f"  {_fmt(e.combined)}  {e.draft.id}  {'seeded ' if e.seeded else ''}"
-              f"{' '.join(e.scores.get('flags', []))}" for e in best]
+    lines = [
+        f"{len(scored)} scored drafts; flags: " + (", ".join(f"{f} {n}" for f, n in flags.most_common()) or "none")
+    ]
+    lines += [
+        f"  {_fmt(e.combined)}  {e.draft.id}  {'seeded ' if e.seeded else ''}{' '.join(e.scores.get('flags', []))}"
+        for e in best
+    ]
     return "\n".join(lines)
 
 

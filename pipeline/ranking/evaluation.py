@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-PERMUTATIONS = 99      # p = (shuffles reaching the real AUC + 1) / 100; a claim needs p <= 0.05
+PERMUTATIONS = 99  # p = (shuffles reaching the real AUC + 1) / 100; a claim needs p <= 0.05
 
 
 def auc(scores, labels) -> float:
@@ -23,7 +23,7 @@ def auc(scores, labels) -> float:
     import numpy as np
 
     s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float)
-    s = np.where(np.isnan(s), -np.inf, s)                  # rejected drafts rank last
+    s = np.where(np.isnan(s), -np.inf, s)  # rejected drafts rank last
     pos, neg = int((y > 0).sum()), int((y <= 0).sum())
     if pos == 0 or neg == 0:
         return math.nan
@@ -42,7 +42,7 @@ def _average_ranks(s):
         j = i
         while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1            # 1-based average rank of the tie
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1  # 1-based average rank of the tie
         i = j + 1
     return ranks
 
@@ -102,8 +102,12 @@ def ranking_quality(scores, labels) -> dict:
     pos, neg = int((y > 0).sum()), int((y <= 0).sum())
     a = auc(scores, y)
     lower = auc_lower_bound(a, pos, neg)
-    return {"auc": round(a, 4), "auc_low95": round(lower, 4), "precision_top10": round(precision_at(scores, y), 4),
-            "beats_random": bool(lower > 0.5)}
+    return {
+        "auc": round(a, 4),
+        "auc_low95": round(lower, 4),
+        "precision_top10": round(precision_at(scores, y), 4),
+        "beats_random": bool(lower > 0.5),
+    }
 
 
 def permutation_p(X, y, names: list[str], observed: float, seed: int = 0) -> float:
@@ -125,21 +129,29 @@ def evaluate(X, y, names: list[str], default_scores) -> dict:
     if learned["beats_random"]:
         learned["permutation_p"] = round(permutation_p(X, y, names, learned["auc"]), 4)
         learned["beats_random"] = learned["permutation_p"] <= 0.05
-    return {"drafts": int(len(y)), "seeds": int((y > 0).sum()),
-            "preference": learned,
-            "default": ranking_quality(default_scores, y),
-            "random": {"auc": 0.5, "precision_top10": round(float((y > 0).mean()), 4), "beats_random": False}}
+    return {
+        "drafts": int(len(y)),
+        "seeds": int((y > 0).sum()),
+        "preference": learned,
+        "default": ranking_quality(default_scores, y),
+        "random": {"auc": 0.5, "precision_top10": round(float((y > 0).mean()), 4), "beats_random": False},
+    }
 
 
 def format_report(ev: dict) -> str:
-    lines = [f"held-out evaluation on {ev['drafts']} labelled drafts ({ev['seeds']} seeds), 5-fold:",
-             f"  {'ranking':<12} {'ROC AUC':>8} {'(95% low)':>10} {'top-10% precision':>18}"]
+    lines = [
+        f"held-out evaluation on {ev['drafts']} labelled drafts ({ev['seeds']} seeds), 5-fold:",
+        f"  {'ranking':<12} {'ROC AUC':>8} {'(95% low)':>10} {'top-10% precision':>18}",
+    ]
     for name in ("preference", "default", "random"):
         q = ev[name]
         low = f"{q['auc_low95']:.3f}" if "auc_low95" in q else "-"
         lines.append(f"  {name:<12} {q['auc']:>8.3f} {low:>10} {q['precision_top10']:>18.3f}")
     p = ev["preference"]
-    verdict = (f"beats random order (permutation p = {p['permutation_p']:.2f})" if p["beats_random"] else
-               "NOT distinguishable from random order with these marks (keep marking drafts)")
+    verdict = (
+        f"beats random order (permutation p = {p['permutation_p']:.2f})"
+        if p["beats_random"]
+        else "NOT distinguishable from random order with these marks (keep marking drafts)"
+    )
     lines.append(f"the preference model {verdict}")
     return "\n".join(lines)

@@ -34,9 +34,21 @@ from pipeline.ranking import store
 from pipeline.ranking.scorers import Item, Result
 
 VERSION = 1
-FEATURES = ["sharpness", "noise", "clipped_high", "clipped_low", "oversaturated", "contrast",
-            "area", "frame_cut", "placement", "subject_size", "technical", "composition"]
-L2 = 1.0             # ridge penalty on standardised weights: few seeds must not overfit
+FEATURES = [
+    "sharpness",
+    "noise",
+    "clipped_high",
+    "clipped_low",
+    "oversaturated",
+    "contrast",
+    "area",
+    "frame_cut",
+    "placement",
+    "subject_size",
+    "technical",
+    "composition",
+]
+L2 = 1.0  # ridge penalty on standardised weights: few seeds must not overfit
 FILE = "preference.json"
 CLIP = "clip_prototype"
 
@@ -46,6 +58,7 @@ def model_path(content: Content) -> Path:
 
 
 # -- features and labels -----------------------------------------------------------------------
+
 
 def feature_names(entries: list) -> list[str]:
     """FEATURES, plus ``aesthetic`` when every labelled draft has that score."""
@@ -75,7 +88,7 @@ def created(recipe: dict) -> dt.datetime:
     try:
         return dt.datetime.fromisoformat(recipe["created"].replace("Z", "+00:00"))
     except (KeyError, AttributeError, ValueError):
-        return dt.datetime.now(dt.timezone.utc)   # unknown age: treat as new, never a negative
+        return dt.datetime.now(dt.UTC)  # unknown age: treat as new, never a negative
 
 
 def dataset(entries: list, content: Content | None = None, now: dt.datetime | None = None):
@@ -83,7 +96,7 @@ def dataset(entries: list, content: Content | None = None, now: dt.datetime | No
     (beyond ``len(names)``) when ``content`` holds one for every labelled draft."""
     import numpy as np
 
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     labelled = [(e, label(e, now)) for e in entries if e.scores]
     labelled = [(e, y) for e, y in labelled if y is not None]
     names = feature_names([e for e, _ in labelled])
@@ -103,6 +116,7 @@ def _as_json(scores: dict) -> dict:
 
 # -- the model ---------------------------------------------------------------------------------
 
+
 @dataclass
 class Model:
     names: list
@@ -120,8 +134,14 @@ class Model:
         return Z @ np.array(self.weights) + self.bias
 
     def to_json(self) -> dict:
-        return {"features": self.names, "mean": self.mean, "std": self.std,
-                "weights": self.weights, "bias": self.bias, "prototype": self.prototype}
+        return {
+            "features": self.names,
+            "mean": self.mean,
+            "std": self.std,
+            "weights": self.weights,
+            "bias": self.bias,
+            "prototype": self.prototype,
+        }
 
 
 def project(X, prototype):
@@ -159,7 +179,7 @@ def fit(X, y, names: list[str], l2: float = L2, iterations: int = 50) -> Model:
     sample_w = np.where(y > 0, len(y) / (2 * pos), len(y) / (2 * max(len(y) - pos, 1.0)))
     w = np.zeros(Z.shape[1])
     ridge = np.full(Z.shape[1], l2)
-    ridge[-1] = 0.0                               # the bias is not shrunk
+    ridge[-1] = 0.0  # the bias is not shrunk
     for _ in range(iterations):
         p = 1 / (1 + np.exp(-np.clip(Z @ w, -30, 30)))
         grad = Z.T @ (sample_w * (p - y)) + ridge * w
@@ -173,8 +193,14 @@ def fit(X, y, names: list[str], l2: float = L2, iterations: int = 50) -> Model:
 
 def save(content: Content, model: Model, seeds: int, unmarked: int, evaluation: dict | None) -> Path:
     content.state_dir.mkdir(parents=True, exist_ok=True)
-    data = {"version": VERSION, "trained": utc_now(), **model.to_json(),
-            "seeds": seeds, "unmarked": unmarked, "evaluation": evaluation}
+    data = {
+        "version": VERSION,
+        "trained": utc_now(),
+        **model.to_json(),
+        "seeds": seeds,
+        "unmarked": unmarked,
+        "evaluation": evaluation,
+    }
     atomic_write_json(model_path(content), data)
     return model_path(content)
 
@@ -182,8 +208,9 @@ def save(content: Content, model: Model, seeds: int, unmarked: int, evaluation: 
 def load(path: Path) -> Model:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        model = Model(data["features"], data["mean"], data["std"], data["weights"], float(data["bias"]),
-                      data.get("prototype"))
+        model = Model(
+            data["features"], data["mean"], data["std"], data["weights"], float(data["bias"]), data.get("prototype")
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AiimgError(f"{path}: unreadable preference model ({exc}); run `aiimg rank --learn` again") from None
     if not (len(model.names) == len(model.mean) == len(model.std) == len(model.weights)):
@@ -201,7 +228,7 @@ class PreferenceScorer:
         self.scalars = [n for n in model.names if n != CLIP]
 
     @classmethod
-    def from_content(cls, content: Content) -> "PreferenceScorer | None":
+    def from_content(cls, content: Content) -> PreferenceScorer | None:
         path = model_path(content)
         return cls(load(path), content) if path.exists() else None
 

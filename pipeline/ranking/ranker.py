@@ -19,7 +19,7 @@ from pipeline.ranking.duplicates import HashIndex, phash
 from pipeline.ranking.scorers import Item, Result, combine
 
 log = logging.getLogger("aiimg.ranking")
-CHUNK = 16            # drafts decoded at once: bounds memory, lets learned scorers batch
+CHUNK = 16  # drafts decoded at once: bounds memory, lets learned scorers batch
 AUTO_MARKER = 'by = "auto"\n'
 
 
@@ -70,7 +70,7 @@ class Ranker:
         self.scorers, self.problems = build_scorers(cfg, self.content)
         for problem in self.problems:
             log.error("%s; ranking goes on with the other scorers", problem)
-        self._raw: dict[str, dict] | None = None        # the folder's recorded raw scores
+        self._raw: dict[str, dict] | None = None  # the folder's recorded raw scores
         self._hashes = HashIndex(cfg.score.duplicate_distance)
         self._batch: list[str] = []
         self._lock = threading.Lock()
@@ -87,7 +87,7 @@ class Ranker:
             with self._lock:
                 self.score_entries([store.entry(self.content, self.content.draft(draft_id))])
                 self._after_new(draft_id)
-        except Exception:   # a ranking failure must never stop the loop that makes drafts
+        except Exception:  # a ranking failure must never stop the loop that makes drafts
             log.exception("ranking draft %s failed; the draft is kept unscored", draft_id)
 
     def _after_new(self, draft_id: str) -> None:
@@ -119,7 +119,7 @@ class Ranker:
         todo = [(e, self._needed(e, force)) for e in entries if e is not None]
         todo = [(e, names) for e, names in todo if names]
         for start in range(0, len(todo), CHUNK):
-            self._score_chunk(todo[start:start + CHUNK])
+            self._score_chunk(todo[start : start + CHUNK])
         return len(todo)
 
     def _needed(self, e: store.Entry, force: frozenset) -> list[str]:
@@ -136,13 +136,17 @@ class Ranker:
             self._record(e, it)
 
     def _item(self, e: store.Entry) -> Item:
-        recorded = {n: Result(store.raw_score(r.get("score")), r.get("sub", {}), r.get("flags", []))
-                    for n, r in e.scores.get("scorers", {}).items() if n in self.names}
+        recorded = {
+            n: Result(store.raw_score(r.get("score")), r.get("sub", {}), r.get("flags", []))
+            for n, r in e.scores.get("scorers", {}).items()
+            if n in self.names
+        }
         return Item(e.draft.id, e.draft.image, e.recipe.get("prompt", ""), results=recorded)
 
     def _record(self, e: store.Entry, it: Item) -> None:
-        scores = dict(e.scores, version=store.VERSION, scored=_now(),
-                      scorers={n: r.to_json() for n, r in it.results.items()})
+        scores = dict(
+            e.scores, version=store.VERSION, scored=_now(), scorers={n: r.to_json() for n, r in it.results.items()}
+        )
         scores["phash"] = scores.get("phash") or _hash(it)
         self._mark_duplicate(e.draft.id, scores)
         scores["flags"] = flags_of(scores)
@@ -225,13 +229,15 @@ def _now() -> str:
 
 # -- auto-seeding ------------------------------------------------------------------------------
 
+
 def auto_seed(content: Content, batch: list[str], cfg) -> list[str]:
     """Mark the top ``auto_seed_top`` unseeded, unrejected, non-duplicate drafts of ``batch``."""
     entries = [e for e in (store.entry(content, content.draft(i)) for i in batch) if e and e.scores]
     scores = combine([e.raw() for e in entries], cfg.score.weights)
     ranked = sorted(zip(scores, [e.draft.id for e in entries], entries), key=lambda t: -t[0])
-    chosen = [i for s, i, e in ranked if not math.isnan(s) and not e.seeded
-              and "duplicate" not in e.scores.get("flags", [])][: cfg.run.auto_seed_top]
+    chosen = [
+        i for s, i, e in ranked if not math.isnan(s) and not e.seeded and "duplicate" not in e.scores.get("flags", [])
+    ][: cfg.run.auto_seed_top]
     for draft_id in chosen:
         content.write_marker(draft_id, AUTO_MARKER)
         log.info("auto-seeded %s (top of its batch of %d)", draft_id, len(batch))

@@ -37,7 +37,7 @@ from pipeline.ranking.scorers import combine
 log = logging.getLogger("aiimg.ranking")
 PAGE = Path(__file__).with_name("review.html")
 THUMB = 360
-SCORE_AFTER = 10.0      # seconds: give the loop's own ranker the first go at a new draft
+SCORE_AFTER = 10.0  # seconds: give the loop's own ranker the first go at a new draft
 SUB_SHOWN = ("sharpness", "noise", "placement", "subject_size", "frame_cut", "technical", "composition")
 
 
@@ -67,14 +67,23 @@ class Review:
 
     def card(self, e: store.Entry, score: float) -> dict:
         sub = (e.scores.get("scorers", {}).get("default") or {}).get("sub", {})
-        return {"id": e.draft.id, "day": e.draft.folder.parent.name, "created": e.recipe.get("created", ""),
-                "score": None if math.isnan(score) or not e.scores else round(score, 4),
-                "scored": bool(e.scores), "flags": e.scores.get("flags", []),
-                "duplicate_of": e.scores.get("duplicate_of"), "seeded": e.seeded, "auto": e.auto,
-                "started": self.started(e.draft.id), "prompt": e.recipe.get("prompt", ""),
-                "width": e.recipe.get("width"), "height": e.recipe.get("height"),
-                "sub": {k: sub[k] for k in SUB_SHOWN if k in sub},
-                "scorers": {n: r.get("score") for n, r in e.scores.get("scorers", {}).items()}}
+        return {
+            "id": e.draft.id,
+            "day": e.draft.folder.parent.name,
+            "created": e.recipe.get("created", ""),
+            "score": None if math.isnan(score) or not e.scores else round(score, 4),
+            "scored": bool(e.scores),
+            "flags": e.scores.get("flags", []),
+            "duplicate_of": e.scores.get("duplicate_of"),
+            "seeded": e.seeded,
+            "auto": e.auto,
+            "started": self.started(e.draft.id),
+            "prompt": e.recipe.get("prompt", ""),
+            "width": e.recipe.get("width"),
+            "height": e.recipe.get("height"),
+            "sub": {k: sub[k] for k in SUB_SHOWN if k in sub},
+            "scorers": {n: r.get("score") for n, r in e.scores.get("scorers", {}).items()},
+        }
 
     def started(self, draft_id: str) -> bool:
         """Variations of this draft exist or are under way (unseeding can no longer cancel them)."""
@@ -137,7 +146,9 @@ class Review:
         from pipeline.ranking.ranker import Ranker
 
         cutoff = time.time() - SCORE_AFTER
-        todo = [e for e in store.entries(self.content) if not e.scores and (_mtime(e.draft.recipe_path) or cutoff) < cutoff]
+        todo = [
+            e for e in store.entries(self.content) if not e.scores and (_mtime(e.draft.recipe_path) or cutoff) < cutoff
+        ]
         return Ranker(self.cfg, self.content).score_entries(todo) if todo else 0
 
 
@@ -168,11 +179,12 @@ def _mtime(path: Path) -> float | None:
 
 # -- HTTP --------------------------------------------------------------------------------------
 
+
 class Handler(BaseHTTPRequestHandler):
-    review: Review       # set on the subclass made by make_server
+    review: Review  # set on the subclass made by make_server
     server_version = "aiimg-review"
 
-    def log_message(self, fmt, *args):        # quiet: the terminal shows only the URL
+    def log_message(self, fmt, *args):  # quiet: the terminal shows only the URL
         log.debug("review: " + fmt, *args)
 
     def do_GET(self):
@@ -187,10 +199,17 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         if path == "/api/version":
             return self._json(HTTPStatus.OK, {"version": self.review.version()})
-        for prefix, get, kind in (("/thumb/", self.review.thumb, "image/jpeg"), ("/image/", self.review.image, "image/png")):
+        for prefix, get, kind in (
+            ("/thumb/", self.review.thumb, "image/jpeg"),
+            ("/image/", self.review.image, "image/png"),
+        ):
             if path.startswith(prefix):
-                data = get(path[len(prefix):])
-                return self._send(HTTPStatus.OK, data, kind) if data else self._json(HTTPStatus.NOT_FOUND, {"error": "no such draft"})
+                data = get(path[len(prefix) :])
+                return (
+                    self._send(HTTPStatus.OK, data, kind)
+                    if data
+                    else self._json(HTTPStatus.NOT_FOUND, {"error": "no such draft"})
+                )
         self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
     def do_POST(self):
@@ -200,7 +219,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(HTTPStatus.FORBIDDEN, {"error": "missing X-Aiimg-Review header"})
         for prefix, act in (("/api/seed/", self.review.seed), ("/api/unseed/", self.review.unseed)):
             if self.path.startswith(prefix):
-                return self._json(*act(self.path[len(prefix):]))
+                return self._json(*act(self.path[len(prefix) :]))
         self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
     def _host_ok(self) -> bool:
@@ -219,7 +238,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'")
+        self.send_header(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'",
+        )
         self.end_headers()
         self.wfile.write(body)
 
@@ -238,8 +260,9 @@ def make_server(cfg, port: int | None = None) -> ThreadingHTTPServer:
     try:
         server = ThreadingHTTPServer(("127.0.0.1", cfg.score.review_port if port is None else port), handler)
     except OSError as exc:
-        raise AiimgError(f"[score] review_port = {cfg.score.review_port}: cannot listen ({exc.strerror}); "
-                         f"pass --port N") from None
+        raise AiimgError(
+            f"[score] review_port = {cfg.score.review_port}: cannot listen ({exc.strerror}); pass --port N"
+        ) from None
     server.daemon_threads = True
     server.review = review
     return server
@@ -250,7 +273,7 @@ def background_scoring(review: Review, stop: threading.Event, every: float = 5.0
         while not stop.wait(every):
             try:
                 review.score_missing()
-            except Exception:       # the page must stay up whatever one draft does
+            except Exception:  # the page must stay up whatever one draft does
                 log.exception("review: background scoring failed")
 
     thread = threading.Thread(target=loop, name="aiimg-review-scoring", daemon=True)
@@ -263,8 +286,10 @@ def review_command(cfg) -> None:
     stop = threading.Event()
     if cfg.score.enabled:
         background_scoring(server.review, stop)
-    print(f"aiimg review: http://127.0.0.1:{server.server_address[1]}/  (private to this machine; Ctrl-C stops)",
-          flush=True)
+    print(
+        f"aiimg review: http://127.0.0.1:{server.server_address[1]}/  (private to this machine; Ctrl-C stops)",
+        flush=True,
+    )
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:

@@ -19,23 +19,27 @@ from typing import Protocol
 
 @dataclass
 class Result:
-    score: float                                   # raw, higher is better; NaN = hard reject
-    sub: dict = field(default_factory=dict)        # named sub-scores (floats)
-    flags: list = field(default_factory=list)      # defect names: blurry, subject_cut, ...
-    extra: dict = field(default_factory=dict)      # not recorded in draft.json (e.g. "embedding")
+    score: float  # raw, higher is better; NaN = hard reject
+    sub: dict = field(default_factory=dict)  # named sub-scores (floats)
+    flags: list = field(default_factory=list)  # defect names: blurry, subject_cut, ...
+    extra: dict = field(default_factory=dict)  # not recorded in draft.json (e.g. "embedding")
 
     def to_json(self) -> dict:
-        return {"score": None if math.isnan(self.score) else round(self.score, 5),
-                "sub": self.sub, "flags": list(self.flags)}
+        return {
+            "score": None if math.isnan(self.score) else round(self.score, 5),
+            "sub": self.sub,
+            "flags": list(self.flags),
+        }
 
 
 @dataclass
 class Item:
     """One draft as scorers see it: its id, image path and prompt; pixels decoded once."""
+
     id: str
     image: Path
     prompt: str = ""
-    results: dict = field(default_factory=dict)    # {scorer name: Result} known so far
+    results: dict = field(default_factory=dict)  # {scorer name: Result} known so far
     _rgb: object = None
     _read: bool = False
 

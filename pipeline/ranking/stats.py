@@ -55,8 +55,10 @@ def stats_report(cfg) -> str:
     picks, sizes = tally(entries)
     mine = [e for e in entries if not e.auto]
     seeds = sum(e.seeded for e in mine)
-    lines = [f"{len(mine)} drafts, {seeds} seeded by you ({100 * seeds / max(len(mine), 1):.1f}%); "
-             f"{len(entries) - len(mine)} auto-seeded drafts left out"]
+    lines = [
+        f"{len(mine)} drafts, {seeds} seeded by you ({100 * seeds / max(len(mine), 1):.1f}%); "
+        f"{len(entries) - len(mine)} auto-seeded drafts left out"
+    ]
     for token in sorted(picks):
         lines += [f"  pick {token}"] + _rows(picks[token])
     if not picks:

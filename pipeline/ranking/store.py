@@ -29,8 +29,16 @@ import logging
 import math
 from dataclasses import dataclass
 
-from pipeline.content import (Content, Draft, atomic_write_bytes, atomic_write_json, check_id, find_marker,
-                              parse_marker, read_json)
+from pipeline.content import (
+    Content,
+    Draft,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_id,
+    find_marker,
+    parse_marker,
+    read_json,
+)
 from pipeline.errors import AiimgError
 from pipeline.ranking.scorers import raw_score
 
@@ -41,10 +49,11 @@ log = logging.getLogger("aiimg.ranking")
 @dataclass
 class Entry:
     """One draft with its recipe and whether the creator (or aiimg) marked it."""
+
     draft: Draft
     recipe: dict
     seeded: bool = False
-    auto: bool = False        # seeded by auto-seeding: not the creator's choice
+    auto: bool = False  # seeded by auto-seeding: not the creator's choice
 
     @property
     def scores(self) -> dict:

@@ -25,16 +25,16 @@ import math
 
 from pipeline.ranking.scorers import Item, Result
 
-WORK = 512          # long side of the working copy, pixels
-TILES = 8           # tiles per side for the local statistics
-LIMITS = {          # flag thresholds, calibrated on tests/ranking_fixtures.py and real photos
-    "blank_contrast": 3.0,      # grey std below this = nothing there (a flat colour, faint noise)
-    "blurry": 0.33,             # sharpness below this = edges wider than ~2 px at WORK size
-    "noisy": 4.0,               # noise sigma (grey levels at WORK size) above this
-    "overexposed": 0.08,        # more than 8% of the pixels burnt to white
-    "underexposed": 0.35,       # more than 35% crushed to black (dark art is legitimate)
-    "oversaturated": 0.12,      # more than 12% of the pixels at near-full saturation and brightness
-    "subject_cut": 0.15,        # the subject runs along 15% of one side of the frame
+WORK = 512  # long side of the working copy, pixels
+TILES = 8  # tiles per side for the local statistics
+LIMITS = {  # flag thresholds, calibrated on tests/ranking_fixtures.py and real photos
+    "blank_contrast": 3.0,  # grey std below this = nothing there (a flat colour, faint noise)
+    "blurry": 0.33,  # sharpness below this = edges wider than ~2 px at WORK size
+    "noisy": 4.0,  # noise sigma (grey levels at WORK size) above this
+    "overexposed": 0.08,  # more than 8% of the pixels burnt to white
+    "underexposed": 0.35,  # more than 35% crushed to black (dark art is legitimate)
+    "oversaturated": 0.12,  # more than 12% of the pixels at near-full saturation and brightness
+    "subject_cut": 0.15,  # the subject runs along 15% of one side of the frame
 }
 THIRDS = [(a, b) for a in (1 / 3, 2 / 3) for b in (1 / 3, 2 / 3)]
 
@@ -56,12 +56,13 @@ class DefaultScorer:
 
 # -- measuring ---------------------------------------------------------------------------------
 
+
 def working_copy(rgb):
     """(grey float32, BGR uint8) at WORK pixels on the long side."""
     import cv2
 
     h, w = rgb.shape[:2]
-    s = min(1.0, WORK / max(h, w))      # never enlarge: upscaled pixels would fake crisp edges
+    s = min(1.0, WORK / max(h, w))  # never enlarge: upscaled pixels would fake crisp edges
     small = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
     bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype("float32"), bgr
@@ -91,7 +92,7 @@ def sharpness_noise(grey) -> dict:
     grad = np.abs(cv2.Sobel(grey, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(grey, cv2.CV_32F, 0, 1))
     lap_t, grad_t = tiles(lap).mean(axis=(1, 2)), tiles(grad).mean(axis=(1, 2))
     # crispness where the detail is: a blurred edge halves |lap|/|grad| when its width doubles
-    top = np.argsort(grad_t)[-max(1, len(grad_t) // 8):]
+    top = np.argsort(grad_t)[-max(1, len(grad_t) // 8) :]
     sharp = float(lap_t[top].sum() / max(grad_t[top].sum(), 1e-6))
     # noise lives everywhere, texture does not: the flattest tiles' residual is the noise
     resid = grey - cv2.medianBlur(grey, 3)
@@ -104,8 +105,11 @@ def exposure(grey, bgr) -> dict:
 
     hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
     s, v = hsv[..., 1], hsv[..., 2]
-    return {"clipped_high": float((grey >= 250).mean()), "clipped_low": float((grey <= 5).mean()),
-            "oversaturated": float(((s >= 220) & (v >= 180)).mean())}
+    return {
+        "clipped_high": float((grey >= 250).mean()),
+        "clipped_low": float((grey <= 5).mean()),
+        "oversaturated": float(((s >= 220) & (v >= 180)).mean()),
+    }
 
 
 def saliency(bgr):
@@ -131,8 +135,12 @@ def subject(bgr) -> dict:
     ys, xs = np.nonzero(mask)
     h, w = mask.shape
     weights = sal[ys, xs]
-    return {"cx": float((xs * weights).sum() / weights.sum() / w), "cy": float((ys * weights).sum() / weights.sum() / h),
-            "area": float(mask.mean()), "frame_cut": frame_cut(mask)}
+    return {
+        "cx": float((xs * weights).sum() / weights.sum() / w),
+        "cy": float((ys * weights).sum() / weights.sum() / h),
+        "area": float(mask.mean()),
+        "frame_cut": frame_cut(mask),
+    }
 
 
 def frame_cut(mask) -> float:
@@ -142,12 +150,16 @@ def frame_cut(mask) -> float:
 
 # -- judging -----------------------------------------------------------------------------------
 
+
 def flags_of(m: dict) -> list[str]:
-    checks = [("blurry", m["sharpness"] < LIMITS["blurry"]), ("noisy", m["noise"] > LIMITS["noisy"]),
-              ("overexposed", m["clipped_high"] > LIMITS["overexposed"]),
-              ("underexposed", m["clipped_low"] > LIMITS["underexposed"]),
-              ("oversaturated", m["oversaturated"] > LIMITS["oversaturated"]),
-              ("subject_cut", m["frame_cut"] > LIMITS["subject_cut"])]
+    checks = [
+        ("blurry", m["sharpness"] < LIMITS["blurry"]),
+        ("noisy", m["noise"] > LIMITS["noisy"]),
+        ("overexposed", m["clipped_high"] > LIMITS["overexposed"]),
+        ("underexposed", m["clipped_low"] > LIMITS["underexposed"]),
+        ("oversaturated", m["oversaturated"] > LIMITS["oversaturated"]),
+        ("subject_cut", m["frame_cut"] > LIMITS["subject_cut"]),
+    ]
     return [name for name, bad in checks if bad]
 
 
@@ -166,7 +178,9 @@ def technical(m: dict) -> float:
 
 
 def placement(cx: float, cy: float) -> float:
-    near = lambda px, py: math.exp(-((cx - px) ** 2 + (cy - py) ** 2) / (2 * 0.09 ** 2))
+    def near(px, py):
+        return math.exp(-((cx - px) ** 2 + (cy - py) ** 2) / (2 * 0.09**2))
+
     return max(0.25, max(near(px, py) for px, py in THIRDS), 0.75 * near(0.5, 0.5))
 
 
@@ -186,8 +200,12 @@ def judge(m: dict) -> Result:
     if is_blank(m):
         return Result(math.nan, sub, ["blank"])
     tech, comp = technical(m), composition(m)
-    sub.update(technical=round(tech, 4), composition=round(comp, 4),
-               placement=round(placement(m["cx"], m["cy"]), 4), subject_size=round(subject_size(m["area"]), 4))
+    sub.update(
+        technical=round(tech, 4),
+        composition=round(comp, 4),
+        placement=round(placement(m["cx"], m["cy"]), 4),
+        subject_size=round(subject_size(m["area"]), 4),
+    )
     return Result(0.6 * tech + 0.4 * comp, sub, flags_of(m))
 
 
