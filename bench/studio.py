@@ -64,9 +64,9 @@ for i in range(int(sys.argv[3])):
     ours += time.perf_counter() - t
     # the bare loop: the same image (size, steps, seed, prompt), saved as PNG on the critical path
     t = time.perf_counter()
-    image = bare(r["prompt"], negative_prompt=r["negative_prompt"], width=r["width"], height=r["height"],
-                 num_inference_steps=r["steps"], guidance_scale=r["guidance_scale"],
-                 generator=torch.Generator("cpu").manual_seed(r["seed"])).images[0]
+    image = bare(r.prompt, negative_prompt=r.negative_prompt, width=r.width, height=r.height,
+                 num_inference_steps=r.steps, guidance_scale=r.guidance_scale,
+                 generator=torch.Generator("cpu").manual_seed(r.seed)).images[0]
     image.save(out / f"{i}.png")
     theirs += time.perf_counter() - t
 t = time.perf_counter()

@@ -12,55 +12,55 @@ import secrets
 import time
 
 from pipeline import __version__, prompts, sizes
-from pipeline.content import Content, atomic_write_bytes, atomic_write_json, new_draft_id, utc_now
+from pipeline.content import Content, new_draft_id, utc_now
 from pipeline.metadata import png_bytes
+from pipeline.recipes import DraftRecipe
 
 
 class Preempted(Exception):
     """Raised from a denoising-step callback: something more urgent waits; discard this image."""
 
 
-def plan(cfg, content: Content, model, rng: random.Random | None = None) -> dict:
+def plan(cfg, content: Content, model, rng: random.Random | None = None) -> DraftRecipe:
     """The full recipe of the next draft (everything but its pixels and timing)."""
     rng = rng or random.Random(secrets.randbits(64))
     width, height = sizes.draft_size(cfg.draft.area, cfg.draft.aspect, rng)
     prompt = prompts.render(cfg.prompt.template, content.prompts_dir, rng.randrange(2**32))
-    return {
-        "id": new_draft_id(),
-        "created": utc_now(),
-        "kind": "draft",
-        "model": {"name": model.name, "hash": model.hash},
-        "scheduler": model.scheduler,
-        "template": cfg.prompt.template,
-        "prompt": prompt.text,
-        "negative_prompt": cfg.prompt.negative,
-        "picks": prompt.picks,
-        "prompt_seed": prompt.seed,
-        "seed": rng.randrange(2**32),
-        "width": width,
-        "height": height,
-        "steps": cfg.draft.steps,
-        "guidance_scale": cfg.draft.guidance_scale,
-        "aiimg_version": __version__,
-    }
+    return DraftRecipe(
+        id=new_draft_id(),
+        created=utc_now(),
+        model={"name": model.name, "hash": model.hash},
+        scheduler=model.scheduler,
+        template=cfg.prompt.template,
+        prompt=prompt.text,
+        negative_prompt=cfg.prompt.negative,
+        picks=prompt.picks,
+        prompt_seed=prompt.seed,
+        seed=rng.randrange(2**32),
+        width=width,
+        height=height,
+        steps=cfg.draft.steps,
+        guidance_scale=cfg.draft.guidance_scale,
+        aiimg_version=__version__,
+    )
 
 
-def make(model, recipe: dict, should_stop=None):
+def make(model, recipe: DraftRecipe, should_stop=None):
     """The draft image; raises Preempted within one denoising step once ``should_stop()``."""
     import torch
 
     started = time.perf_counter()
     image = model.txt2img(
-        recipe["prompt"],
-        negative_prompt=recipe["negative_prompt"] or None,
-        width=recipe["width"],
-        height=recipe["height"],
-        num_inference_steps=recipe["steps"],
-        guidance_scale=recipe["guidance_scale"],
-        generator=torch.Generator("cpu").manual_seed(recipe["seed"]),
+        recipe.prompt,
+        negative_prompt=recipe.negative_prompt or None,
+        width=recipe.width,
+        height=recipe.height,
+        num_inference_steps=recipe.steps,
+        guidance_scale=recipe.guidance_scale,
+        generator=torch.Generator("cpu").manual_seed(recipe.seed),
         callback_on_step_end=step_callback(should_stop),
     ).images[0]
-    recipe["seconds"] = round(time.perf_counter() - started, 3)
+    recipe.seconds = round(time.perf_counter() - started, 3)
     return image
 
 
@@ -77,9 +77,6 @@ def step_callback(should_stop, on_step=None):
     return callback
 
 
-def save(content: Content, recipe: dict, image) -> None:
-    """draft.png then draft.json, each atomically: a kill leaves no draft or a whole one."""
-    folder = content.draft_folder(recipe["id"])
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / "draft.png", png_bytes(image, recipe))
-    atomic_write_json(folder / "draft.json", recipe)
+def save(content: Content, recipe: DraftRecipe, image) -> None:
+    """draft.png then draft.json: a draft exists once its recipe does."""
+    content.write_draft(recipe, png_bytes(image, recipe.to_json()))

@@ -16,19 +16,30 @@ variation, draft done, ...) with a wall-clock time: what bench/ measures latency
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
-from pipeline import drafts, models, prompts, variations
-from pipeline.content import Content, Seed, find_marker, read_marker
+from pipeline import drafts, markers, models, prompts, rounds, variations
+from pipeline.content import Content
 from pipeline.errors import AiimgError, MarkerError
+from pipeline.recipes import DraftRecipe
+from pipeline.rounds import Seed
+
+log = logging.getLogger("aiimg.studio")
 
 
-def say(line: str) -> None:
-    print(line, flush=True)
+@dataclass(frozen=True)
+class Served:
+    """What serving one seed came to: ``made`` variations; ``retry`` when it failed for a reason
+    that is not the marker's (disk full...): the seed still waits and the loop backs off."""
+
+    made: int = 0
+    retry: bool = False
 
 
 class Prefetch:
@@ -54,11 +65,11 @@ class Prefetch:
     def _encode_next(self) -> None:
         self.queued.clear()
         studio = self.studio
-        waiting, _ = studio.content.seeds()
+        waiting, _ = rounds.waiting(studio.content)
         if not waiting:
             return
         try:
-            _, source = variations.load_draft(studio.content, waiting[0])
+            _, source = variations.load_draft(studio.content, waiting[0].draft)
         except AiimgError:
             return  # the loop reports it beside the marker
         size = variations.first_stage_size(source, studio.cfg.variation.areas)
@@ -100,14 +111,17 @@ class Studio:
         self.content.ensure()
         removed = self.content.clean_temp()
         if removed:
-            say(f"removed {removed} temp file(s) left by a killed process")
+            log.info("removed %d temp file(s) left by a killed process", removed)
         prompts.check(self.cfg.prompt.template, self.content.prompts_dir)
         self._status("loading model")
         started = time.perf_counter()
         self.model = models.load(self.cfg.model)
-        say(
-            f"model {self.model.name} [{self.model.hash}] on {self.model.device} "
-            f"loaded in {time.perf_counter() - started:.1f} s"
+        log.info(
+            "model %s [%s] on %s loaded in %.1f s",
+            self.model.name,
+            self.model.hash,
+            self.model.device,
+            time.perf_counter() - started,
         )
         self.ranker = self._make_ranker()
         if os.environ.get("AIIMG_TRACE"):
@@ -121,9 +135,9 @@ class Studio:
 
             return ranking.Ranker(self.cfg, self.content)
         except ImportError as exc:  # installed without the `rank` extra: generate anyway
-            say(f"scoring off: {exc.name or exc} is not installed (pip install 'aiimg[rank]')")
+            log.warning("scoring off: %s is not installed (pip install 'aiimg[rank]')", exc.name or exc)
         except AiimgError as exc:
-            say(f"scoring off: {exc}")
+            log.warning("scoring off: %s", exc)
         return None
 
     def close(self) -> None:
@@ -138,40 +152,39 @@ class Studio:
             exc = future.exception()
             if exc:
                 self.made["errors"] += 1
-                say(f"error: {exc}")
+                log.error("%s", exc, exc_info=not isinstance(exc, AiimgError))
         self.pending.clear()
 
     # -- drafts -------------------------------------------------------------------------------
 
-    def make_draft(self, preemptible: bool) -> dict | None:
+    def make_draft(self, preemptible: bool) -> DraftRecipe | None:
         """One draft (its recipe; written in the background), or None when preempted."""
         recipe = drafts.plan(self.cfg, self.content, self.model)
-        self._status(f"draft {recipe['id']} {recipe['width']}x{recipe['height']}")
+        self._status(f"draft {recipe.id} {recipe.width}x{recipe.height}")
         try:
             image = drafts.make(self.model, recipe, self._should_preempt if preemptible else self._stop_now)
         except drafts.Preempted:
             self.made["preempted"] += 1
-            trace("draft_preempted", id=recipe["id"])
+            trace("draft_preempted", id=recipe.id)
             return None
         self.pending.append(self.writer.submit(self._save_draft, recipe, image))
         self.made["drafts"] += 1
-        say(
-            f"draft  {recipe['id']}  {recipe['width']}x{recipe['height']}  {recipe['steps']} steps  "
-            f"{recipe['seconds']:.1f} s"
+        log.info(
+            "draft  %s  %dx%d  %d steps  %.1f s", recipe.id, recipe.width, recipe.height, recipe.steps, recipe.seconds
         )
         return recipe
 
-    def _save_draft(self, recipe: dict, image) -> None:
+    def _save_draft(self, recipe: DraftRecipe, image) -> None:
         drafts.save(self.content, recipe, image)
-        trace("draft_saved", id=recipe["id"])
+        trace("draft_saved", id=recipe.id)
         if self.ranker:
-            self.scorer.submit(self._score, recipe["id"])
+            self.scorer.submit(self._score, recipe.id)
 
     def _score(self, draft_id: str) -> None:
         try:
             self.ranker.on_new_draft(draft_id)
-        except Exception as exc:  # scoring is a nicety: it must never stop the studio
-            say(f"scoring {draft_id} failed: {exc}")
+        except Exception:  # scoring is a nicety: it must never stop the studio
+            log.exception("scoring %s failed; the draft is kept unscored", draft_id)
 
     def _stop_now(self) -> bool:
         if self.stopping:
@@ -186,58 +199,55 @@ class Studio:
             return False
         self.marker_event.clear()
         self.last_scan = time.monotonic()
-        waiting = bool(self.content.seeds()[0])
+        waiting = bool(rounds.waiting(self.content)[0])
         if waiting:
             trace("preempt")
         return waiting
 
     # -- seeds --------------------------------------------------------------------------------
 
-    def serve(self, seed: Seed) -> int:
-        """Make the variations one seed asks for; errors go beside its marker.
-
-        Returns how many were made, or -1 after an error that is not the marker's fault
-        (disk full...): the seed still waits, and the loop backs off before retrying."""
+    def serve(self, seed: Seed) -> Served:
+        """Make the variations one seed asks for; errors go beside its marker."""
         trace("serve", marker=str(seed.marker.path))
         try:
-            return self._serve(seed)
+            return Served(self._serve(seed))
         except MarkerError as exc:
             return self._marker_error(seed, str(exc))
         except AiimgError as exc:  # e.g. disk full: not the marker's fault; try again later
             self.made["errors"] += 1
-            say(f"error: {exc}")
-            return -1
+            log.error("%s", exc)
+            return Served(retry=True)
         except (KeyboardInterrupt, MemoryError):
             raise
-        except Exception as exc:  # a daemon keeps going: whatever broke is reported where the creator acted
+        except Exception as exc:  # a daemon keeps going: the traceback to the log, the gist beside the marker
+            log.exception("serving %s failed", seed.marker.path)
             return self._marker_error(seed, f"{type(exc).__name__}: {exc}")
 
-    def _marker_error(self, seed: Seed, message: str) -> int:
-        """0 once the error is beside the marker; -1 (back off) when even that cannot be written."""
+    def _marker_error(self, seed: Seed, message: str) -> Served:
+        """Done once the error is beside the marker; retry (back off) when even that cannot be written."""
         self.made["errors"] += 1
-        say(f"seed error: {message}")
+        log.warning("seed error: %s", message)
         try:
-            self.content.write_error(seed.marker, message)
+            markers.write_error(seed.marker, message)
         except Exception as exc:
-            say(f"error: cannot write {seed.marker.folder / 'seed.error.txt'}: {exc}")
-            return -1
-        return 0
+            log.error("cannot write %s: %s", markers.error_path(seed.marker.folder), exc)
+            return Served(retry=True)
+        return Served()
 
     def _serve(self, seed: Seed) -> int:
         # 1. the marker as it is now (the seed list may be stale); removing it before the round
         #    starts cancels the round, and a round done meanwhile is not done twice
-        path = find_marker(seed.marker.folder)
-        marker = path and read_marker(path)
-        if not seed.round and not marker:
-            say(f"seed   {seed.draft.id}  cancelled (seed.txt removed)")
+        marker = markers.current(seed.marker.folder)
+        if not seed.resume and not marker:
+            log.info("seed   %s  cancelled (seed.txt removed)", seed.draft.id)
             return 0
-        seed = self.content.seed_for(marker) if marker else seed
+        seed = rounds.seed_for(self.content, marker) if marker else seed
         if seed is None:
             return 0
         # 2. the round: resumed as recorded, or planned from seed.txt (MarkerError if bad)
-        work, rnd = variations.plan_round(self.cfg, self.content, seed)
-        draft, source = variations.load_draft(self.content, seed)
-        self.content.write_work(seed.draft.id, work)
+        plan = rounds.plan(self.cfg, self.content, seed)
+        draft, source = variations.load_draft(self.content, seed.draft)
+        rounds.begin(self.content, plan)
         # 3. the draft's latents, once for the whole round (prefetched when the loop saw the marker)
         size = variations.first_stage_size(source, self.cfg.variation.areas)
         latents = self.prefetch.take(seed.draft.id, size)
@@ -245,29 +255,31 @@ class Studio:
             latents = variations.encode(self.model, source, size)
         # 4. one variation at a time, each recorded once its PNG is whole
         made = 0
-        round_no = len(work["rounds"])
-        for index in range(rnd["first_index"] + len(rnd["files"]), rnd["first_index"] + rnd["count"]):
-            if find_marker(seed.marker.folder) is None:
-                rnd["cancelled"] = True
-                self.content.write_work(seed.draft.id, work)
-                say(f"seed   {seed.draft.id}  cancelled after {len(rnd['files'])} (seed.txt removed)")
+        for index in plan.todo():
+            if not rounds.still_marked(seed.marker.folder):
+                rounds.cancel(self.content, plan)
+                log.info("seed   %s  cancelled after %d (seed.txt removed)", seed.draft.id, plan.made())
                 break
-            recipe = variations.variation_recipe(self.cfg, draft, rnd, round_no, index, self.model)
+            recipe = variations.recipe(self.cfg, draft, plan.round, plan.number, index, self.model)
             self._status(f"variation {seed.draft.id} #{index}")
             self.first_step_due = made == 0
             image = variations.make(self.model, source, recipe, on_step=self._on_variation_step, latents=latents)
-            variations.save(self.content, seed.draft.id, image, recipe)
-            work["variations"].append(recipe)
-            rnd["files"].append(recipe["file"])
-            self.content.write_work(seed.draft.id, work)
+            variations.save(self.content, image, recipe)
+            rounds.record(self.content, plan, recipe)
             made += 1
             self.made["variations"] += 1
-            say(
-                f"vary   {seed.draft.id}  #{index}  {recipe['width']}x{recipe['height']}  "
-                f"{recipe['seconds']:.1f} s  [{len(rnd['files'])}/{rnd['count']}]"
+            log.info(
+                "vary   %s  #%d  %dx%d  %.1f s  [%d/%d]",
+                seed.draft.id,
+                index,
+                recipe.width,
+                recipe.height,
+                recipe.seconds,
+                plan.made(),
+                plan.round.count,
             )
         # 5. done (or cancelled, recorded above): clear an error the creator has fixed
-        self.content.clear_error(seed.marker.folder)
+        markers.clear_error(seed.marker.folder)
         return made
 
     def _on_variation_step(self, step: int) -> None:
@@ -284,12 +296,12 @@ class Studio:
     def run(self, max_drafts: int | None = None, once: bool = False) -> None:
         made = 0
         while not self.stopping:
-            waiting, _ = self.content.seeds()
+            waiting, _ = rounds.waiting(self.content)
             self.last_scan = time.monotonic()
             self.marker_event.clear()
             if waiting:
                 self.drain()  # a seed's draft.json may still be in the writer's queue
-                if self.serve(waiting[0]) < 0:
+                if self.serve(waiting[0]).retry:
                     self._idle("error (retrying)", self.cfg.run.rescan_seconds)
                 continue
             blocked = self._draft_blocker(made, max_drafts)
@@ -333,7 +345,7 @@ class Studio:
             raise KeyboardInterrupt
         self.stopping = True
         self.wake.set()
-        say("stopping after the current step (Ctrl-C again to force)")
+        log.info("stopping after the current step (Ctrl-C again to force)")
 
     def watch(self):
         from watchdog.events import FileSystemEventHandler
@@ -346,7 +358,7 @@ class Studio:
                 if event.event_type not in CHANGES:
                     return  # our own reads of seed.txt open and close it: not a change
                 paths = (event.src_path, getattr(event, "dest_path", "") or "")
-                if any(os.path.basename(p).lower() in ("seed.txt", "seed.txt.txt") for p in paths):
+                if any(markers.is_marker_name(os.path.basename(p)) for p in paths):
                     trace("marker_event", path=str(event.src_path))
                     studio.marker_event.set()
                     studio.prefetch.signal()
@@ -382,7 +394,7 @@ def run_command(cfg, max_drafts: int | None = None, once: bool = False) -> None:
         try:
             studio.start()
             observer = studio.watch()
-            say(f"watching {content.drafts_dir} (drop seed.txt beside a draft to make variations)")
+            log.info("watching %s (drop seed.txt beside a draft to make variations)", content.drafts_dir)
             studio.run(max_drafts=max_drafts, once=once)
         except KeyboardInterrupt:
             pass
@@ -393,7 +405,7 @@ def run_command(cfg, max_drafts: int | None = None, once: bool = False) -> None:
             studio._status("stopped")
             for s, handler in old.items():
                 signal.signal(s, handler)
-        say(_totals(studio.made))
+        log.info("%s", _totals(studio.made))
 
 
 def draft_command(cfg, count: int) -> None:
@@ -409,7 +421,7 @@ def draft_command(cfg, count: int) -> None:
         finally:
             studio.close()
         seconds = time.perf_counter() - started
-        say(f"{_totals(studio.made)} in {seconds:.1f} s ({seconds / max(count, 1):.2f} s per draft)")
+        log.info("%s in %.1f s (%.2f s per draft)", _totals(studio.made), seconds, seconds / max(count, 1))
         if studio.made["errors"]:
             raise AiimgError(f"{studio.made['errors']} draft(s) could not be saved (see above)")
 
@@ -418,11 +430,11 @@ def vary_command(cfg, draft_ids: list[str]) -> None:
     content = Content(cfg.content_dir)
     content.ensure()
     with content.lock("vary"):
-        waiting, errored = content.seeds()
+        waiting, errored = rounds.waiting(content)
         chosen, problems = _choose(content, waiting, draft_ids)
         skipped = len(content.markers()) - len(waiting) - len(errored)
         if not chosen:
-            say(f"no seed waits ({skipped} done already, {len(errored)} with seed.error.txt)")
+            log.info("no seed waits (%d done already, %d with seed.error.txt)", skipped, len(errored))
         else:
             studio = Studio(cfg, content)
             studio.start()
@@ -431,7 +443,7 @@ def vary_command(cfg, draft_ids: list[str]) -> None:
                     studio.serve(seed)
             finally:
                 studio.close()
-            say(f"{_totals(studio.made)}; skipped {skipped} seed(s) done already")
+            log.info("%s; skipped %d seed(s) done already", _totals(studio.made), skipped)
         if problems:
             raise AiimgError("; ".join(problems))
 
@@ -442,13 +454,13 @@ def _choose(content: Content, waiting: list[Seed], draft_ids: list[str]) -> tupl
     by_id = {s.draft.id: s for s in waiting}
     chosen, problems = [], []
     for draft_id in dict.fromkeys(draft_ids):  # each once, in the order given
-        folder = content.draft_folder(draft_id)
+        draft = content.draft(draft_id)
         if draft_id in by_id:
             chosen.append(by_id[draft_id])
-        elif not (folder / "draft.json").is_file():
+        elif not draft.recipe_path.is_file():
             problems.append(f"{draft_id}: no such draft in {content.drafts_dir}")
-        elif find_marker(folder) is None:
-            problems.append(f"{draft_id}: not a seed: create {folder / 'seed.txt'} first")
+        elif markers.find(draft.folder) is None:
+            problems.append(f"{draft_id}: not a seed: create {markers.path_for(draft.folder)} first")
     return chosen, problems
 
 
@@ -464,15 +476,15 @@ def _totals(made: dict) -> str:
 def status_report(cfg) -> str:
     content = Content(cfg.content_dir)
     all_drafts = content.drafts()
-    waiting, errored = content.seeds()
+    waiting, errored = rounds.waiting(content)
     works = content.works()
-    variations_count = sum(len(content.read_work(w).get("variations", [])) for w in works)
+    variations_count = sum(len(content.read_work(w).variations) for w in works)
     state = content.read_status()
     lines = [
         f"content:        {content.root}",
         f"drafts:         {len(all_drafts)} ({content.unseeded_count()} without a seed)",
         f"seeds waiting:  {len(waiting)}",
-        f"seed errors:    {len(errored)}" + "".join(f"\n  {m.folder / 'seed.error.txt'}" for m in errored),
+        f"seed errors:    {len(errored)}" + "".join(f"\n  {markers.error_path(m.folder)}" for m in errored),
         f"works:          {len(works)} ({variations_count} variations)",
         f"loop:           {_loop_line(state)}",
     ]

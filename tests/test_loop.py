@@ -46,10 +46,7 @@ def test_seed_dropped_while_drafting_preempts_the_draft_and_gets_three_variation
         # the next draft is now in progress; the creator marks the first one
         (first.folder / "Seed.txt").write_text("")
         wait_for(
-            lambda: (
-                len(content.read_work(first.id)["variations"]) == 3
-                and content.read_work(first.id)["rounds"][-1]["files"]
-            ),
+            lambda: len(content.read_work(first.id).variations) == 3 and content.read_work(first.id).done(1),
             timeout=180,
             what="3 variations",
             proc=proc,
@@ -61,11 +58,11 @@ def test_seed_dropped_while_drafting_preempts_the_draft_and_gets_three_variation
     names = [e["event"] for e in events(trace)]
     assert names.index("marker_event") < names.index("draft_preempted") < names.index("variation_first_step")
     draft = content.read_draft(first.id)
-    for v in content.read_work(first.id)["variations"]:
-        with Image.open(content.work_folder(first.id) / v["file"]) as img:
-            assert img.size == (v["width"], v["height"])
-            assert metadata.parse_parameters(img.text["parameters"])["Seed"] == str(v["seed"])
-        assert abs(v["width"] / v["height"] / (draft["width"] / draft["height"]) - 1) <= 0.03
+    for v in content.read_work(first.id).variations:
+        with Image.open(content.work_folder(first.id) / v.file) as img:
+            assert img.size == (v.width, v.height)
+            assert metadata.parse_parameters(img.text["parameters"])["Seed"] == str(v.seed)
+        assert abs(v.width / v.height / (draft.width / draft.height) - 1) <= 0.03
     # every draft that exists is whole: the preempted one left nothing behind
     for d in content.drafts():
         assert json.loads(d.recipe_path.read_text())["id"] == d.id and d.image.is_file()
@@ -80,7 +77,7 @@ def test_once_makes_the_drafts_asked_for_serves_seeds_and_exits(tmp_path):
     (d.folder / "seed.txt.txt").write_text("count = 2\n")
     result = aiimg(config, "run", "--max-drafts", "2", "--once")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(content.drafts()) == 3 and len(content.read_work(d.id)["variations"]) == 2
+    assert len(content.drafts()) == 3 and len(content.read_work(d.id).variations) == 2
     assert "made 2 draft(s), 2 variation(s)" in result.stdout
     # a rerun finds nothing to do, and says so
     again = aiimg(config, "vary")
@@ -139,7 +136,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_every_seed_gets_one_set(tmp_
     assert final.returncode == 0, final.stdout + final.stderr
     for draft_id, count in marked.items():
         work = content.read_work(draft_id)
-        assert len(work["rounds"]) == 1 and [v["index"] for v in work["variations"]] == list(range(1, count + 1))
+        assert len(work.rounds) == 1 and [v.index for v in work.variations] == list(range(1, count + 1))
         assert sorted(p.name for p in content.work_folder(draft_id).glob("*.png")) == sorted(
             f"{i}.png" for i in range(1, count + 1)
         )

@@ -1,5 +1,6 @@
 """The studio in-process on the real tiny model: drafts, rounds of variations, bad input."""
 
+import dataclasses
 import errno
 import json
 import time
@@ -8,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import content as content_mod
-from pipeline import drafts, metadata, variations
+from pipeline import drafts, files, logs, markers, metadata, rounds, variations
 from pipeline.content import Content
-from pipeline.studio import Studio
+from pipeline.recipes import DraftRecipe
+from pipeline.studio import Served, Studio
 
 RECIPE_KEYS = {
     "id",
@@ -59,33 +60,31 @@ def mark(studio, draft_id, text=""):
 def serve_all(studio) -> int:
     made = 0
     while True:
-        waiting, _ = studio.content.seeds()
+        waiting, _ = rounds.waiting(studio.content)
         if not waiting:
             return made
-        made += studio.serve(waiting[0])
+        made += studio.serve(waiting[0]).made
 
 
 def test_draft_has_png_recipe_and_parameters_chunk(studio, cfg):
     draft_id = one_draft(studio)
     folder = studio.content.draft_folder(draft_id)
-    recipe = json.loads((folder / "draft.json").read_text())
-    assert RECIPE_KEYS <= set(recipe) and recipe["id"] == draft_id
-    assert recipe["model"] == {"name": "tiny", "hash": studio.model.hash}
+    recipe = studio.content.read_draft(draft_id)
+    assert RECIPE_KEYS <= set(json.loads((folder / "draft.json").read_text())) and recipe.id == draft_id
+    assert recipe.model == {"name": "tiny", "hash": studio.model.hash}
     with Image.open(folder / "draft.png") as img:
-        assert img.size == (recipe["width"], recipe["height"])
+        assert img.size == (recipe.width, recipe.height)
         params = metadata.parse_parameters(img.text["parameters"])
-    assert params["prompt"] == recipe["prompt"] and params["Seed"] == str(recipe["seed"])
-    assert params["Size"] == f"{recipe['width']}x{recipe['height']}" and params["Model"] == "tiny"
-    assert (
-        recipe["width"] % 64 == 0 and abs(recipe["width"] * recipe["height"] - cfg.draft.area) <= 0.03 * cfg.draft.area
-    )
+    assert params["prompt"] == recipe.prompt and params["Seed"] == str(recipe.seed)
+    assert params["Size"] == f"{recipe.width}x{recipe.height}" and params["Model"] == "tiny"
+    assert recipe.width % 64 == 0 and abs(recipe.width * recipe.height - cfg.draft.area) <= 0.03 * cfg.draft.area
 
 
 def test_draft_regenerates_from_its_recipe_alone(studio):
     draft_id = one_draft(studio)
     folder = studio.content.draft_folder(draft_id)
-    recipe = json.loads((folder / "draft.json").read_text())
-    again = drafts.make(studio.model, dict(recipe))
+    recipe = DraftRecipe.from_json(json.loads((folder / "draft.json").read_text()), "draft.json")
+    again = drafts.make(studio.model, recipe)
     with Image.open(folder / "draft.png") as img:
         assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(again))
 
@@ -96,19 +95,19 @@ def test_seed_becomes_three_variations_at_the_variation_area_and_draft_aspect(st
     assert serve_all(studio) == 3
     draft = studio.content.read_draft(draft_id)
     work = studio.content.read_work(draft_id)
-    assert [v["file"] for v in work["variations"]] == ["1.png", "2.png", "3.png"]
+    assert [v.file for v in work.variations] == ["1.png", "2.png", "3.png"]
     area = cfg.variation.areas[-1]
     seeds = set()
-    for v in work["variations"]:
-        assert RECIPE_KEYS | {"strength", "parent", "index", "file"} <= set(v)
-        assert v["parent"] == draft_id and v["strength"] == 0.5 and v["prompt"] == draft["prompt"]
-        with Image.open(studio.content.work_folder(draft_id) / v["file"]) as img:
-            assert img.size == (v["width"], v["height"])
+    for v in work.variations:
+        assert RECIPE_KEYS | {"strength", "parent", "index", "file"} <= set(v.to_json())
+        assert v.parent == draft_id and v.strength == 0.5 and v.prompt == draft.prompt
+        with Image.open(studio.content.work_folder(draft_id) / v.file) as img:
+            assert img.size == (v.width, v.height)
             params = metadata.parse_parameters(img.text["parameters"])
-        assert params["Denoising strength"] == "0.5" and params["Seed"] == str(v["seed"])
-        assert abs(v["width"] * v["height"] - area) / area <= 0.03
-        assert abs((v["width"] / v["height"]) / (draft["width"] / draft["height"]) - 1) <= 0.03
-        seeds.add(v["seed"])
+        assert params["Denoising strength"] == "0.5" and params["Seed"] == str(v.seed)
+        assert abs(v.width * v.height - area) / area <= 0.03
+        assert abs((v.width / v.height) / (draft.width / draft.height) - 1) <= 0.03
+        seeds.add(v.seed)
     assert len(seeds) == 3  # one generator, one seed per image
 
 
@@ -122,19 +121,19 @@ def test_overrides_then_an_edit_adds_a_round_without_overwriting(studio):
     marker.write_text("count = 1\n")
     assert serve_all(studio) == 1
     work = studio.content.read_work(draft_id)
-    assert [v["file"] for v in work["variations"]] == ["1.png", "2.png", "3.png"]
-    assert [v["round"] for v in work["variations"]] == [1, 1, 2]
-    assert work["variations"][0]["prompt"] == "a red fox" and work["variations"][0]["strength"] == 0.75
-    assert work["variations"][2]["strength"] == 0.5
+    assert [v.file for v in work.variations] == ["1.png", "2.png", "3.png"]
+    assert [v.round for v in work.variations] == [1, 1, 2]
+    assert work.variations[0].prompt == "a red fox" and work.variations[0].strength == 0.75
+    assert work.variations[2].strength == 0.5
     assert (studio.content.work_folder(draft_id) / "1.png").read_bytes() == first
 
 
 def test_removing_the_marker_before_the_round_starts_cancels_it(studio):
     draft_id = one_draft(studio)
     marker = mark(studio, draft_id)
-    (seed,), _ = studio.content.seeds()
+    (seed,), _ = rounds.waiting(studio.content)
     marker.unlink()
-    assert studio.serve(seed) == 0
+    assert studio.serve(seed) == Served(0)
     assert not list(studio.content.work_folder(draft_id).glob("*.png"))
 
 
@@ -153,7 +152,7 @@ def test_bad_marker_gets_an_error_file_and_other_seeds_are_still_served(studio, 
     mark(studio, good_id, "count = 1")
     assert serve_all(studio) == 1
     assert message in (studio.content.draft_folder(bad_id) / "seed.error.txt").read_text()
-    assert studio.content.read_work(good_id)["variations"]
+    assert studio.content.read_work(good_id).variations
 
 
 def test_corrupt_draft_png_is_reported_beside_the_marker(studio):
@@ -188,7 +187,7 @@ def test_fixing_the_marker_clears_the_error(studio):
 def test_disk_full_loses_nothing_and_the_seed_still_waits(studio, monkeypatch):
     draft_id = one_draft(studio)
     mark(studio, draft_id, "count = 2")
-    real = content_mod.os.replace
+    real = files.os.replace
     calls = {"n": 0}
 
     def flaky(src, dst):
@@ -197,16 +196,16 @@ def test_disk_full_loses_nothing_and_the_seed_still_waits(studio, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(src, dst)
 
-    monkeypatch.setattr(content_mod.os, "replace", flaky)
-    (seed,), _ = studio.content.seeds()
-    assert studio.serve(seed) == -1
+    monkeypatch.setattr(files.os, "replace", flaky)
+    (seed,), _ = rounds.waiting(studio.content)
+    assert studio.serve(seed).retry
     work = studio.content.read_work(draft_id)
-    assert [v["file"] for v in work["variations"]] == ["1.png"]
+    assert [v.file for v in work.variations] == ["1.png"]
     assert not list(studio.content.work_folder(draft_id).glob(".*tmp"))
-    monkeypatch.setattr(content_mod.os, "replace", real)
+    monkeypatch.setattr(files.os, "replace", real)
     # space is back: the same round resumes and finishes, 2.png made once
     assert serve_all(studio) == 1
-    assert [v["file"] for v in studio.content.read_work(draft_id)["variations"]] == ["1.png", "2.png"]
+    assert [v.file for v in studio.content.read_work(draft_id).variations] == ["1.png", "2.png"]
 
 
 def test_a_resumed_round_makes_the_same_pixels_it_would_have(studio):
@@ -214,9 +213,9 @@ def test_a_resumed_round_makes_the_same_pixels_it_would_have(studio):
     mark(studio, draft_id, "count = 2")
     serve_all(studio)
     work = studio.content.read_work(draft_id)
-    v = work["variations"][1]
+    v = work.variations[1]
     with Image.open(studio.content.draft(draft_id).image) as img:
-        again = variations.make(studio.model, img.convert("RGB"), dict(v))
+        again = variations.make(studio.model, img.convert("RGB"), dataclasses.replace(v))
     with Image.open(studio.content.work_folder(draft_id) / "2.png") as img:
         assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(again))
 
@@ -246,7 +245,7 @@ def test_disk_full_while_saving_a_draft_is_reported_and_leaves_nothing(studio, m
     def full(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(content_mod.os, "replace", full)
+    monkeypatch.setattr(files.os, "replace", full)
     assert studio.make_draft(preemptible=False)  # the image was made; its write failed
     studio.drain()
     assert studio.made["errors"] == 1 and studio.content.drafts() == []
@@ -261,9 +260,9 @@ def test_prefetched_latents_give_the_same_pixels_as_encoding_in_the_round(studio
     assert len(studio.prefetch.ready) == 1
     assert serve_all(studio) == 1
     assert studio.prefetch.ready == {}  # taken by the round
-    v = studio.content.read_work(draft_id)["variations"][0]
+    v = studio.content.read_work(draft_id).variations[0]
     with Image.open(studio.content.draft(draft_id).image) as img:
-        plain = variations.make(studio.model, img.convert("RGB"), dict(v))
+        plain = variations.make(studio.model, img.convert("RGB"), dataclasses.replace(v))
     with Image.open(studio.content.work_folder(draft_id) / "1.png") as img:
         assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(plain))
 
@@ -277,7 +276,7 @@ def test_a_copy_of_a_marked_draft_folder_gets_an_error_not_endless_rounds(studio
     copy = studio.content.drafts_dir / "favourites" / draft_id
     shutil.copytree(original, copy)  # a plain copy: new mtimes, a new marker signature
     assert serve_all(studio) == 1
-    assert len(studio.content.read_work(draft_id)["rounds"]) == 1
+    assert len(studio.content.read_work(draft_id).rounds) == 1
     assert "copies elsewhere are not served" in (copy / "seed.error.txt").read_text()
 
 
@@ -295,7 +294,10 @@ def test_broken_records_are_reported_beside_the_marker_not_crashing(studio, brea
     mark(studio, draft_id)
     assert serve_all(studio) == 0
     error = (studio.content.draft_folder(draft_id) / "seed.error.txt").read_text()
-    assert "draft.json: not a draft recipe (missing width)" in error or "work.json: not a work record" in error
+    expected = (
+        "draft.json: not a DraftRecipe (missing width)" if breakage == "draft_missing_key" else "not a work record"
+    )
+    assert expected in error
 
 
 def test_an_unexpected_failure_is_reported_and_the_loop_goes_on(studio, monkeypatch):
@@ -305,14 +307,18 @@ def test_an_unexpected_failure_is_reported_and_the_loop_goes_on(studio, monkeypa
     mark(studio, good, "count = 1")
     real = variations.load_draft
 
-    def explode(content, seed):
-        if seed.draft.id == bad:
+    def explode(content, draft):
+        if draft.id == bad:
             raise ValueError("something nobody foresaw")
-        return real(content, seed)
+        return real(content, draft)
 
+    log = logs.log_to(studio.content.logs_dir)
     monkeypatch.setattr(variations, "load_draft", explode)
     assert serve_all(studio) == 1
-    assert "ValueError: something nobody foresaw" in (studio.content.draft_folder(bad) / "seed.error.txt").read_text()
+    error = (studio.content.draft_folder(bad) / "seed.error.txt").read_text()
+    assert "ValueError: something nobody foresaw" in error and str(log) in error
+    text = log.read_text()  # the traceback is in the log the error file names
+    assert "Traceback (most recent call last)" in text and "in explode" in text and "something nobody" in text
 
 
 def test_when_even_the_error_file_cannot_be_written_the_loop_backs_off(studio, monkeypatch):
@@ -322,18 +328,18 @@ def test_when_even_the_error_file_cannot_be_written_the_loop_backs_off(studio, m
     def read_only(marker, message):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(studio.content, "write_error", read_only)
-    (seed,), _ = studio.content.seeds()
-    assert studio.serve(seed) == -1
+    monkeypatch.setattr(markers, "write_error", read_only)
+    (seed,), _ = rounds.waiting(studio.content)
+    assert studio.serve(seed).retry
 
 
 def test_a_stale_seed_served_twice_makes_one_round(studio):
     draft_id = one_draft(studio)
     mark(studio, draft_id, "count = 1")
-    (seed,), _ = studio.content.seeds()
-    assert studio.serve(seed) == 1
-    assert studio.serve(seed) == 0  # e.g. `aiimg vary ID ID`, or the same marker seen twice
-    assert len(studio.content.read_work(draft_id)["rounds"]) == 1
+    (seed,), _ = rounds.waiting(studio.content)
+    assert studio.serve(seed) == Served(1)
+    assert studio.serve(seed) == Served(0)  # e.g. `aiimg vary ID ID`, or the same marker seen twice
+    assert len(studio.content.read_work(draft_id).rounds) == 1
 
 
 def test_an_unreadable_marker_gets_an_error_file(studio, monkeypatch):
