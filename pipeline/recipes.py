@@ -12,6 +12,10 @@ A recipe holds enough to regenerate the same pixels on the same model and hardwa
     id, created (ISO 8601 UTC), kind, model {"name", "hash"}, scheduler, template, prompt,
     negative_prompt, picks [{"token", "value"}...], prompt_seed, seed, width, height, steps,
     guidance_scale, seconds, aiimg_version
+    + what A1111 would need to make the same image: sampler and schedule (A1111 names), clip_skip
+      (A1111 numbering, 1 = none), emphasis, loras [{"name", "te", "unet", "hash"}], embeddings
+      [{"name", "hash"}], vae {"name", "hash"}; and versions {library: version}, encoder (the
+      prompt encoder's mode), so the pixels can be traced to the code that made them
     + variations: parent (draft id), index, file, round (1-based), stage_areas, strength
 
 A variation belongs to the round its ``round`` names; a round's files are the variations that
@@ -49,6 +53,15 @@ class Recipe:
     guidance_scale: float = 0.0
     seconds: float | None = None
     aiimg_version: str = ""
+    sampler: str = ""  # A1111 name, e.g. "DPM++ 2M" ("" in recipes made before samplers had names)
+    schedule: str = ""  # A1111 "Schedule type", e.g. "Karras"; "" = the sampler's own
+    clip_skip: int = 1
+    emphasis: str = "original"
+    loras: list = field(default_factory=list)
+    embeddings: list = field(default_factory=list)
+    vae: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    encoder: str = ""
     extra: dict = field(default_factory=dict)  # keys of other owners (ranking's "scores"), kept as is
 
     def to_json(self) -> dict:

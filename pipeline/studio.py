@@ -2,7 +2,7 @@
 
 One process owns the device and the content folder (``Content.lock``). Priority: while any
 seed waits, make variations (oldest marker first); only when none waits, make a draft. A
-watchdog observer only *signals* (a marker file changed, something changed); the loop
+watchdog observer (watcher.py) only *signals* (a marker file changed, something changed); the loop
 re-reads the disk to decide, and rescans every ``run.rescan_seconds`` in case an event was
 lost. A draft in progress checks after every denoising step whether a seed now waits and is
 discarded if so (``Preempted``): nothing of it was written. Draft images and recipes are
@@ -24,7 +24,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from pipeline import drafts, markers, models, prompts, rounds, variations
+from pipeline import drafts, markers, models, prompts, rounds, variations, watcher
 from pipeline.content import Content
 from pipeline.errors import AiimgError, MarkerError
 from pipeline.recipes import DraftRecipe
@@ -347,31 +347,13 @@ class Studio:
         self.wake.set()
         log.info("stopping after the current step (Ctrl-C again to force)")
 
-    def watch(self):
-        from watchdog.events import FileSystemEventHandler
-        from watchdog.observers import Observer
-
-        studio = self
-
-        class Signal(FileSystemEventHandler):
-            def on_any_event(self, event):
-                if event.event_type not in CHANGES:
-                    return  # our own reads of seed.txt open and close it: not a change
-                paths = (event.src_path, getattr(event, "dest_path", "") or "")
-                if any(markers.is_marker_name(os.path.basename(p)) for p in paths):
-                    trace("marker_event", path=str(event.src_path))
-                    studio.marker_event.set()
-                    studio.prefetch.signal()
-                studio.wake.set()
-
-        observer = Observer()
-        observer.schedule(Signal(), str(self.content.drafts_dir), recursive=True)
-        observer.daemon = True
-        observer.start()
-        return observer
-
-
-CHANGES = ("created", "modified", "moved", "deleted", "closed")
+    def on_change(self, paths: list) -> None:
+        """The watcher's signal (it does no work): a marker changed, or anything did."""
+        if any(markers.is_marker_name(p.name) for p in paths):
+            trace("marker_event", path=str(paths[0]))
+            self.marker_event.set()
+            self.prefetch.signal()
+        self.wake.set()
 
 
 def trace(event: str, **fields) -> None:
@@ -393,7 +375,7 @@ def run_command(cfg, max_drafts: int | None = None, once: bool = False) -> None:
         observer = None
         try:
             studio.start()
-            observer = studio.watch()
+            observer = watcher.watch(content.drafts_dir, studio.on_change)
             log.info("watching %s (drop seed.txt beside a draft to make variations)", content.drafts_dir)
             studio.run(max_drafts=max_drafts, once=once)
         except KeyboardInterrupt:
