@@ -1,109 +1,246 @@
-"""aiimg.toml -> frozen dataclasses.
+"""aiimg.toml -> frozen dataclasses, from one declaration.
 
-Every key is optional and has a default and a one-line doc (the ``doc`` metadata of its
-field; ``aiimg config`` prints them). An unknown key, or a value of the wrong type, is a
-``ConfigError`` naming the file, the key and the value. Paths in the file are relative to the
+Every key is declared once, as a field of a section dataclass: ``key(default, doc, ...)``
+holds its default, its one-line doc, its allowed range or choices and the name a seed.txt may
+override it by. The type is the default's type (and the field's annotation; a test checks
+they agree). Everything else reads that declaration: the loader and its range checks,
+:func:`seed_overrides` (a seed.txt's keys), :func:`documented_toml` (``aiimg config
+--defaults`` and the repo's aiimg.toml).
+
+Every problem of one file is reported at once, in one ``ConfigError`` whose every line names
+the file, the key, the value and what is allowed. Paths in the file are relative to the
 file's folder. CLI options override the file through :func:`override`.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
+import json
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from pipeline import sizes
 from pipeline.errors import ConfigError
 
+SCORERS = ("default", "aesthetic", "preference")
+MAX_AREA = 4096 * 4096
+PORT = {"min": 0, "max": 65535}  # 0: the OS picks a free port
+DOCUMENTED_HEADER = """\
+# aiimg.toml: the one config file of an aiimg project. Every key is optional: a key left out
+# takes its default (`aiimg config --defaults` prints them all, in this form). An unknown key
+# or a value out of range is an error naming the file, the key, the value and what is allowed.
+# Paths are relative to this file. CLI options (--content, --model, --output, --base-url,
+# --port) win over it.
+#
+# [model] id: "tiny" (built-in, for tests and the demo; its images are noise), a diffusers
+#   repo id from the local Hugging Face cache ("stable-diffusion-v1-5/stable-diffusion-v1-5"),
+#   a local diffusers folder, or a single "model.safetensors" with [model] config = its config folder.
+"""
 
-def _key(default: Any, doc: str) -> Any:
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its default (whose type is the key's type), doc and allowed values."""
+
+    default: Any
+    doc: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple = ()
+    nonempty: bool = False  # a text or list that must not be empty
+    item: Key | None = None  # every element of a list, every value of a table
+    names: tuple = ()  # the keys a table may have
+    label: str = "key"  # what a table's keys are, in messages ("unknown scorer 'x'")
+    check: Callable[[Any], str] | None = None  # what else is wrong with a value ("" = nothing)
+    allowed: str = ""  # the allowed values in words, where the rules above cannot say it
+    seed: str = ""  # the name a seed.txt overrides this key by ("" = it cannot)
+    seed_doc: str = ""  # the doc under that name, when it differs
+
+    @property
+    def kind(self) -> type:
+        return type(self.default)
+
+    def allowed_text(self) -> str:
+        if self.allowed:
+            return self.allowed
+        if self.choices:
+            return " | ".join(map(str, self.choices))
+        if self.kind is bool:
+            return "true | false"
+        if self.kind is str:
+            return "non-empty text" if self.nonempty else "any text"
+        if self.kind is dict:
+            return f"a table of {' | '.join(self.names)} = {self.item.allowed_text()}"
+        if self.kind is list:
+            return f"a list of {'1 or more ' if self.nonempty else ''}values, each {self.item.allowed_text()}"
+        return _bounds(self.min, self.max)
+
+
+def _bounds(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"{low}..{high}"
+    return f">= {low}" if low is not None else f"<= {high}" if high is not None else "any number"
+
+
+def key(default: Any, doc: str, **rules: Any) -> Any:
+    """A dataclass field declaring one config key (see :class:`Key` for the rules)."""
+    spec = Key(default, doc, **rules)
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
-    return field(default=default, metadata={"doc": doc})
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"key": spec})
+    return field(default=default, metadata={"key": spec})
+
+
+def _aspect_problem(value: list) -> str:
+    try:
+        sizes.parse_aspects(value)
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+def _url_problem(value: str) -> str:
+    parts = urlsplit(value)
+    return "" if parts.scheme in ("http", "https") and parts.netloc else "not an absolute http(s) URL"
+
+
+def _class_name_problem(value: str) -> str:
+    return "" if value == "" or value.isidentifier() else "not a class name"
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    id: str = _key("tiny", "diffusers repo id (local HF cache) | local folder | file.safetensors/.ckpt | tiny")
-    config: str = _key("", "local diffusers config folder for a single-file checkpoint (needed offline)")
-    device: str = _key("auto", "auto | cuda | mps | cpu (auto: cuda, then mps, then cpu)")
-    scheduler: str = _key("", "diffusers scheduler class name, e.g. DPMSolverMultistepScheduler ('' keeps the model's)")
+    id: str = key(
+        "tiny", "diffusers repo id (local HF cache) | local folder | file.safetensors/.ckpt | tiny", nonempty=True
+    )
+    config: str = key("", "local diffusers config folder for a single-file checkpoint (needed offline)")
+    device: str = key("auto", "where to run (auto: cuda, then mps, then cpu)", choices=("auto", "cuda", "mps", "cpu"))
+    scheduler: str = key(
+        "",
+        "diffusers scheduler class name, e.g. DPMSolverMultistepScheduler ('' keeps the model's)",
+        check=_class_name_problem,
+        allowed="'' or a class name",
+    )
 
 
 @dataclass(frozen=True)
 class PromptConfig:
-    template: str = _key(
-        "masterpiece, best quality, {red|blue|silver|black} hair, __outfit__, __background__",
-        "prompt template: fixed text + {a|b} choices + __wildcard__ files from content/prompts/",
+    template: str = key(
+        "masterpiece, best quality, {red|blue|silver|black} hair, "
+        "{red kimono|silver armor|white summer dress|black leather jacket}, "
+        "{neon city at night|cherry blossom garden|snowy mountain pass|sunlit library}",
+        "prompt template: fixed text + {a|b} choices + __name__ wildcards (a line of content/prompts/name.txt)",
     )
-    negative: str = _key("lowres, bad anatomy, bad hands, worst quality", "negative prompt for every image")
+    negative: str = key(
+        "lowres, bad anatomy, bad hands, worst quality",
+        "negative prompt for every image",
+        seed="negative_prompt",
+        seed_doc="negative prompt for the variations instead of the draft's",
+    )
 
 
 @dataclass(frozen=True)
 class DraftConfig:
-    area: int = _key(640000, "draft area in pixels (800x800); width and height are multiples of 64")
-    aspect: list = _key(["2:3", "3:2"], "two ratios = a range to draw from; more = a list to pick from")
-    steps: int = _key(25, "denoising steps per draft")
-    guidance_scale: float = _key(7.0, "classifier-free guidance (CFG scale)")
+    area: int = key(
+        640000, "draft area in pixels (800x800); width and height are multiples of 64", min=4096, max=MAX_AREA
+    )
+    aspect: list = key(
+        ["2:3", "3:2"],
+        "aspect ratios (width:height): two = a range to draw from; one or more than two = a list to pick from",
+        nonempty=True,
+        check=_aspect_problem,
+        allowed='1 or more ratios like "2:3" or 1.5, each within 1:10..10:1',
+    )
+    steps: int = key(25, "denoising steps per draft", min=1, max=1000)
+    guidance_scale: float = key(7.0, "classifier-free guidance (CFG scale)", min=0, max=100)
 
 
 @dataclass(frozen=True)
 class VariationConfig:
-    count: int = _key(3, "variations per seed (a seed.txt may say count = N)")
-    areas: list = _key([1000000], "area of each stage; a longer list is a ladder, each stage img2img of the one before")
-    strength: float = _key(0.5, "img2img denoising strength, 0..1 (0.5 = Fooocus 'Vary (Subtle)')")
-    steps: int = _key(30, "denoising steps (img2img runs int(steps * strength) of them)")
-    guidance_scale: float = _key(7.0, "classifier-free guidance for variations")
+    count: int = key(3, "variations per seed", min=1, max=100, seed="count")
+    areas: list = key(
+        [1000000],
+        "area of each stage in pixels; a longer list is a ladder, each stage img2img of the one before",
+        nonempty=True,
+        item=Key(0, "area", min=4096, max=MAX_AREA),
+    )
+    strength: float = key(
+        0.5, "img2img denoising strength (0.5 = Fooocus 'Vary (Subtle)')", min=0.01, max=1, seed="strength"
+    )
+    steps: int = key(30, "denoising steps (img2img runs int(steps * strength) of them)", min=1, max=1000, seed="steps")
+    guidance_scale: float = key(7.0, "classifier-free guidance for variations", min=0, max=100, seed="guidance_scale")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    max_unseeded_drafts: int = _key(500, "drafting pauses while this many drafts wait without a seed.txt")
-    min_free_gb: float = _key(2.0, "drafting pauses while the content disk has less free space than this")
-    rescan_seconds: float = _key(5.0, "periodic rescan of content/ in case a file event was missed")
-    auto_seed: bool = _key(False, 'mark the top-scored drafts of each batch with seed.txt (by = "auto")')
-    auto_seed_batch: int = _key(20, "drafts per auto-seed batch")
-    auto_seed_top: int = _key(1, "drafts auto-seeded per batch")
+    max_unseeded_drafts: int = key(500, "drafting pauses while this many drafts wait without a seed.txt", min=0)
+    min_free_gb: float = key(2.0, "drafting pauses while the content disk has less free space (GB) than this", min=0)
+    rescan_seconds: float = key(5.0, "periodic rescan of content/ in case a file event was missed", min=0.1, max=3600)
+    auto_seed: bool = key(False, 'mark the top-scored drafts of each batch with seed.txt (by = "auto")')
+    auto_seed_batch: int = key(20, "drafts per auto-seed batch", min=1, max=100000)
+    auto_seed_top: int = key(1, "drafts auto-seeded per batch", min=1, max=100000)
 
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    enabled: bool = _key(True, "score every new draft right after it is saved")
-    weights: dict = _key(
-        {"default": 1.0, "aesthetic": 1.0, "preference": 1.0},
-        "weight of each scorer in the combined score (default, aesthetic, preference; 0 = off)",
+    enabled: bool = key(True, "score every new draft right after it is saved")
+    weights: dict = key(
+        dict.fromkeys(SCORERS, 1.0),
+        "weight of each scorer in the combined score; a scorer left out or at 0 is off",
+        names=SCORERS,
+        item=Key(0.0, "weight", min=0),
+        label="scorer",
     )
-    clip_model: str = _key("", "local folder of CLIP ViT-L/14 (openai/clip-vit-large-patch14) for the aesthetic scorer")
-    aesthetic_head: str = _key("", "local path of the LAION aesthetic MLP head (sac+logos+ava1-l14-linearMSE.pth)")
-    learn_min_seeds: int = _key(20, "marked seeds needed before `aiimg rank --learn` fits a preference model")
-    learn_min_unmarked: int = _key(100, "unmarked drafts older than a day needed before --learn")
-    review_port: int = _key(8766, "port of `aiimg review` on 127.0.0.1")
-    duplicate_distance: int = _key(
-        8, "drafts whose 64-bit perceptual hashes differ in at most this many bits are near-duplicates"
+    clip_model: str = key("", "local folder of CLIP ViT-L/14 (openai/clip-vit-large-patch14) for the aesthetic scorer")
+    aesthetic_head: str = key("", "local path of the LAION aesthetic MLP head (sac+logos+ava1-l14-linearMSE.pth)")
+    learn_min_seeds: int = key(20, "marked seeds needed before `aiimg rank --learn` fits a preference model", min=1)
+    learn_min_unmarked: int = key(100, "unmarked drafts older than a day needed before --learn", min=1)
+    review_port: int = key(8766, "port of `aiimg review` on 127.0.0.1 (0: any free port)", **PORT)
+    duplicate_distance: int = key(
+        8, "drafts whose 64-bit perceptual hashes differ in at most this many bits are near-duplicates", min=0, max=64
     )
 
 
 @dataclass(frozen=True)
 class SiteConfig:
-    title: str = _key("My AI gallery", "site title")
-    description: str = _key("AI art made with Stable Diffusion", "site description (feed, Open Graph)")
-    author: str = _key("", "author name (feed, meta tags)")
-    base_url: str = _key("https://example.github.io/gallery/", "absolute URL the site is served from; a sub-path works")
-    lang: str = _key("en", "UI language: en | ja")
-    page_size: int = _key(24, "works per index page")
-    thumb_height: int = _key(280, "display height of a grid row in CSS pixels (thumbnails at 1x and 2x)")
-    image_width: int = _key(1280, "display width of a variation on a work page (WebP at 1x and 2x)")
-    webp_quality: int = _key(80, "WebP quality 1..100")
-    avif: bool = _key(False, "also encode AVIF (smaller, ~1 s per megapixel to encode)")
-    strip_metadata: bool = _key(False, "publish the original PNGs without the A1111 parameters chunk")
-    serve_port: int = _key(8000, "port of `aiimg serve` on 127.0.0.1")
+    title: str = key("My AI gallery", "site title", nonempty=True)
+    description: str = key("AI art made with Stable Diffusion", "site description (feed, Open Graph)")
+    author: str = key("", "author name (feed, meta tags)")
+    base_url: str = key(
+        "https://example.github.io/gallery/",
+        "absolute URL the site is served from; a sub-path works",
+        check=_url_problem,
+        allowed="an http:// or https:// URL",
+    )
+    lang: str = key("en", "UI language", choices=("en", "ja"))
+    page_size: int = key(24, "works per index page", min=1, max=1000)
+    thumb_height: int = key(
+        280, "display height of a grid row in CSS pixels (thumbnails at 1x and 2x)", min=16, max=2048
+    )
+    image_width: int = key(1280, "display width of a variation on a work page (WebP at 1x and 2x)", min=16, max=8192)
+    webp_quality: int = key(80, "WebP quality", min=1, max=100)
+    avif: bool = key(False, "also encode AVIF (smaller, ~1 s per megapixel to encode)")
+    strip_metadata: bool = key(False, "publish the original PNGs without the A1111 parameters chunk")
+    serve_port: int = key(8000, "port of `aiimg serve` on 127.0.0.1 (0: any free port)", **PORT)
+
+
+@dataclass(frozen=True)
+class SeedOnlyKeys:
+    """Keys a seed.txt may hold that no aiimg.toml section has."""
+
+    prompt: str = key("", "prompt for the variations instead of the draft's", seed="prompt")
+    by: str = key("", 'who marked it: "auto" when aiimg\'s auto-seeding did', seed="by")
 
 
 @dataclass(frozen=True)
 class Config:
-    content: str = _key("content", "content folder (drafts, works, prompts), relative to aiimg.toml")
-    output: str = _key("output", "rendered site folder, relative to aiimg.toml")
+    content: str = key("content", "content folder (drafts, works, prompts), relative to aiimg.toml", nonempty=True)
+    output: str = key("output", "rendered site folder, relative to aiimg.toml", nonempty=True)
     model: ModelConfig = field(default_factory=ModelConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     draft: DraftConfig = field(default_factory=DraftConfig)
@@ -133,6 +270,29 @@ SECTIONS = {
 }
 
 
+def keys(cls: type) -> dict[str, Key]:
+    """The declared keys of a section (or the top-level keys of Config), by name."""
+    return {f.name: f.metadata["key"] for f in dataclasses.fields(cls) if "key" in f.metadata}
+
+
+def _seed_keys() -> tuple[dict[str, Key], dict[str, str]]:
+    """(the Key of every name a seed.txt may hold, by that name; its doc for messages and docs)."""
+    found, docs = {}, {}
+    for section, cls in [*SECTIONS.items(), ("", SeedOnlyKeys)]:
+        for name, spec in keys(cls).items():
+            if spec.seed:
+                found[spec.seed] = dataclasses.replace(spec, doc=spec.seed_doc or spec.doc)
+                default = f"; default: [{section}] {name}" if section else ""
+                docs[spec.seed] = f"{found[spec.seed].doc} (allowed: {spec.allowed_text()}{default})"
+    return found, docs
+
+
+_SEED, SEED_KEYS = _seed_keys()
+
+
+# -- reading and checking ----------------------------------------------------------------------
+
+
 def load(path: str | Path | None = None) -> Config:
     """Read aiimg.toml (defaults only when ``path`` is None or the default file is absent)."""
     if path is None:
@@ -150,114 +310,186 @@ def load(path: str | Path | None = None) -> Config:
 
 
 def from_dict(data: dict, source: str = "aiimg.toml", root: str = ".") -> Config:
-    top = {}
-    for key, value in data.items():
-        if key in SECTIONS:
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: [{key}] must be a table, got {value!r}")
-            top[key] = _section(SECTIONS[key], value, f"{source}: [{key}]")
-        else:
-            top.update(_values(Config, {key: value}, source, skip=set(SECTIONS) | {"root"}))
-    return validate(Config(root=root, **top), source)
+    """A Config from parsed TOML; one ConfigError listing every problem when there are any."""
+    top_keys = keys(Config)
+    plain = {k: v for k, v in data.items() if k not in SECTIONS}
+    top, problems = _read(top_keys, plain, f"{source}: ", also=[f"[{s}]" for s in SECTIONS])
+    for name, cls in SECTIONS.items():
+        if name not in data:
+            continue
+        if not isinstance(data[name], dict):
+            problems.append(f"{source}: [{name}] must be a table, got {_toml(data[name])}")
+            continue
+        values, wrong = _read(keys(cls), data[name], f"{source}: [{name}] ")
+        problems += wrong
+        top[name] = cls(**values)
+    _raise(source, problems)
+    return Config(root=root, **top)
 
 
-def _section(cls: type, values: dict, where: str):
-    return cls(**_values(cls, values, where))
+def seed_overrides(data: dict, source: str) -> dict:
+    """A seed.txt's parsed TOML, checked against the keys a seed may override (``SEED_KEYS``).
+
+    Returns ``data`` unchanged; a ConfigError lists every problem, each naming ``source``, the
+    key, the value and what is allowed."""
+    values, problems = _read(_SEED, data, f"{source}: ")
+    _raise(source, problems)
+    return data
 
 
-def _values(cls: type, values: dict, where: str, skip: set = frozenset()) -> dict:
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
-    out = {}
-    for key, value in values.items():
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            raise ConfigError(f"{where}: unknown key {key!r} (known keys: {known})")
-        out[key] = _typed(fields[key], value, where)
-    return out
+def _read(declared: dict[str, Key], values: dict, where: str, also: list | None = None) -> tuple[dict, list[str]]:
+    """(the values that are fine, coerced; a line per problem). ``also``: other names to suggest."""
+    out, problems = {}, []
+    for name, value in values.items():
+        if name not in declared:
+            problems.append(_unknown(name, [*declared, *(also or [])], where))
+            continue
+        wrong = _problems(declared[name], name, value, where)
+        problems += wrong
+        if not wrong:
+            out[name] = _coerce(declared[name], value)
+    return out, problems
 
 
-def _typed(f: dataclasses.Field, value: Any, where: str) -> Any:
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    kind = type(default)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+def _unknown(name: str, known: list[str], where: str) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{where}unknown key {name!r}{hint} (known keys: {', '.join(known)})"
+
+
+def _problems(spec: Key, name: str, value: Any, where: str) -> list[str]:
+    said = f"{where}{name} = {_toml(value)}"
+    if not _is(spec.kind, value):
+        return [f"{said} should be a {spec.kind.__name__} ({spec.allowed_text()}; {spec.doc})"]
+    if spec.kind is dict:
+        return _table_problems(spec, name, value, where)
+    fault = _fault(spec, value)
+    if fault is None:
+        return []
+    wrong = f"is not allowed ({fault})" if fault else "is out of range"
+    return [f"{said} {wrong}: expected {spec.allowed_text()} ({spec.doc})"]
+
+
+def _table_problems(spec: Key, name: str, table: dict, where: str) -> list[str]:
+    problems = []
+    for entry, value in table.items():
+        if entry not in spec.names:
+            close = difflib.get_close_matches(entry, spec.names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(
+                f"{where}{name}: unknown {spec.label} {entry!r}{hint} (known: {', '.join(spec.names)}; {spec.doc})"
+            )
+        elif not _ok(spec.item, value):
+            problems.append(
+                f"{where}{name}: {entry} = {_toml(value)} is out of range: "
+                f"expected {spec.item.allowed_text()} ({spec.doc})"
+            )
+    return problems
+
+
+def _fault(spec: Key, value: Any) -> str | None:
+    """None when ``value`` (of the key's type) is allowed, else what is wrong ("": out of range)."""
+    if spec.choices and value not in spec.choices:
+        return ""
+    if spec.nonempty and len(value) == 0:
+        return "empty"
+    if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
+        return ""
+    if spec.kind is list and spec.item and not all(_ok(spec.item, v) for v in value):
+        return ""
+    return (spec.check(value) or None) if spec.check else None
+
+
+def _ok(spec: Key, value: Any) -> bool:
+    return _is(spec.kind, value) and _fault(spec, value) is None
+
+
+def _is(kind: type, value: Any) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def _coerce(spec: Key, value: Any) -> Any:
+    if spec.kind is float:
         return float(value)
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    raise ConfigError(f"{where}: {f.name} = {value!r} should be a {kind.__name__} ({f.metadata['doc']})")
+    if spec.kind is dict and spec.item.kind is float:
+        return {k: float(v) for k, v in value.items()}
+    return value
 
 
-def validate(cfg: Config, source: str = "aiimg.toml") -> Config:
-    """Range checks that types alone cannot express."""
-    checks = [
-        (cfg.draft.area >= 64 * 64, "[draft] area", cfg.draft.area, "at least 4096"),
-        (len(cfg.draft.aspect) >= 1, "[draft] aspect", cfg.draft.aspect, 'one or more ratios like "2:3"'),
-        (cfg.draft.steps >= 1, "[draft] steps", cfg.draft.steps, ">= 1"),
-        (cfg.variation.count >= 1, "[variation] count", cfg.variation.count, ">= 1"),
-        (
-            len(cfg.variation.areas) >= 1 and all(isinstance(a, int) and a >= 4096 for a in cfg.variation.areas),
-            "[variation] areas",
-            cfg.variation.areas,
-            "a list of whole pixel areas >= 4096",
-        ),
-        (0.01 <= cfg.variation.strength <= 1.0, "[variation] strength", cfg.variation.strength, "0.01..1"),
-        (cfg.variation.steps >= 1, "[variation] steps", cfg.variation.steps, ">= 1"),
-        (
-            cfg.model.device in ("auto", "cuda", "mps", "cpu"),
-            "[model] device",
-            cfg.model.device,
-            "auto | cuda | mps | cpu",
-        ),
-        (cfg.site.lang in ("en", "ja"), "[site] lang", cfg.site.lang, "en | ja"),
-        (cfg.site.page_size >= 1, "[site] page_size", cfg.site.page_size, ">= 1"),
-        (cfg.run.max_unseeded_drafts >= 0, "[run] max_unseeded_drafts", cfg.run.max_unseeded_drafts, ">= 0"),
-    ]
-    for ok, key, value, want in checks:
-        if not ok:
-            raise ConfigError(f"{source}: {key} = {value!r} is out of range: expected {want}")
-    from pipeline.sizes import parse_aspects
-
-    try:
-        parse_aspects(cfg.draft.aspect)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: [draft] aspect = {cfg.draft.aspect!r}: {exc}") from None
-    return cfg
+def _raise(source: str, problems: list[str]) -> None:
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"{source}: {len(problems)} problems:\n" + "\n".join(f"  {p}" for p in problems))
 
 
 def override(cfg: Config, **changes: Any) -> Config:
-    """Apply CLI overrides: top-level keys by name, section keys as ``section__key``."""
-    top, sections = {}, {}
+    """Apply CLI overrides: top-level keys by name, section keys as ``section__key``; None = unset.
+
+    Checked like the file is; a problem is a ConfigError from "command line"."""
+    data = {name: getattr(cfg, name) for name in keys(Config)}
+    data.update({name: dataclasses.asdict(getattr(cfg, name)) for name in SECTIONS})
     for name, value in changes.items():
         if value is None:
             continue
-        if "__" in name:
-            section, key = name.split("__", 1)
-            sections.setdefault(section, {})[key] = value
+        section, _, sub = name.rpartition("__")
+        if section:
+            data.setdefault(section, {})[sub] = value
         else:
-            top[name] = value
-    for section, values in sections.items():
-        top[section] = dataclasses.replace(getattr(cfg, section), **values)
-    return validate(dataclasses.replace(cfg, **top), "command line")
+            data[name] = value
+    return from_dict(data, "command line", cfg.root)
+
+
+# -- documentation -----------------------------------------------------------------------------
+
+
+def documented_toml(values: dict | None = None) -> str:
+    """Every section and key with its doc and allowed values as comments, values = the defaults.
+
+    ``values`` ({section: {key: value}}, "" for the top level) replaces some defaults (the
+    comment then names the default): `aiimg init` writes a starter template this way."""
+    values = values or {}
+    lines = [DOCUMENTED_HEADER.rstrip("\n"), *_seed_doc(), ""]
+    lines += _section_doc(Config, values.get("", {}))
+    for name, cls in SECTIONS.items():
+        lines += [f"[{name}]", ""] + _section_doc(cls, values.get(name, {}))
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _seed_doc() -> list[str]:
+    width = max(map(len, SEED_KEYS))
+    lines = ["#", "# seed.txt beside a draft may be empty, or hold these keys for that seed only:"]
+    return lines + [f"#   {name:<{width}}  {doc}" for name, doc in SEED_KEYS.items()]
+
+
+def _section_doc(cls: type, values: dict) -> list[str]:
+    lines = []
+    for name, spec in keys(cls).items():
+        seed = f"; a seed.txt may set {spec.seed}" if spec.seed else ""
+        lines += [f"# {spec.doc}", f"# allowed: {spec.allowed_text()}{seed}"]
+        if name in values:
+            lines.append(f"# default: {_toml(spec.default)}")
+        lines += [f"{name} = {_toml(values.get(name, spec.default))}", ""]
+    return lines
 
 
 def describe() -> str:
-    """Every key with its default and doc, as TOML: `aiimg config --defaults`."""
-    lines = []
-    for f in dataclasses.fields(Config):
-        if f.name not in SECTIONS and f.name != "root":
-            lines.append(f"{f.name} = {_toml(f.default)}  # {f.metadata['doc']}")
-    for name, cls in SECTIONS.items():
-        lines.append(f"\n[{name}]")
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"{f.name} = {_toml(default)}  # {f.metadata['doc']}")
-    return "\n".join(lines) + "\n"
+    """`aiimg config --defaults`: the documented aiimg.toml."""
+    return documented_toml()
 
 
 def _toml(value: Any) -> str:
-    import json
-
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)

@@ -1,6 +1,6 @@
 """`make demo`: the creator's whole routine on the built-in tiny model, hands-off.
 
-1. starter wildcard files in content/prompts/ (only those missing; yours are never touched),
+1. `aiimg init` in the current folder (only the files missing; yours are never touched),
 2. `aiimg run --max-drafts 3 --once` as a real subprocess (the loop, watcher and all),
 3. as soon as the first draft exists, the demo marks it with seed.txt, as a creator would in a
    file manager; the loop preempts the draft in progress and makes the 3 variations first,
@@ -14,21 +14,15 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import config
-from pipeline.content import Content, atomic_write_text
-
-STARTERS = {
-    "outfit.txt": "# one choice per line; __outfit__ in the template picks one\n"
-    "red kimono\nsilver armor\nwhite summer dress\nblack leather jacket\nblue school uniform\n",
-    "background.txt": "# __background__\nneon city at night\ncherry blossom garden\nsnowy mountain pass\n"
-    "sunlit library\nstormy sea cliff\n",
-}
+from pipeline import config, scaffold
+from pipeline.content import Content
 
 
 def main() -> int:
+    for line in scaffold.init(Path.cwd()).files():
+        print(f"demo: {line}")
     cfg = config.load(None)
     content = Content(cfg.content_dir).ensure()
-    write_starters(content)
     started = time.time()
     loop = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--max-drafts", "3", "--once"])
     seeded = mark_first_draft(content, started, loop)
@@ -36,24 +30,16 @@ def main() -> int:
         print("demo: the loop failed (see above)", file=sys.stderr)
         return 1
     work = content.read_work(seeded)
-    print(f"demo: seed {seeded} -> {len(work['variations'])} variations in {content.work_folder(seeded)}")
+    print(f"demo: seed {seeded} -> {len(work.variations)} variations in {content.work_folder(seeded)}")
     return build(cfg)
-
-
-def write_starters(content: Content) -> None:
-    for name, text in STARTERS.items():
-        path = content.prompts_dir / name
-        if not path.exists():
-            atomic_write_text(path, text)
-            print(f"demo: wrote starter wildcard file {path}")
 
 
 def mark_first_draft(content: Content, since: float, loop: subprocess.Popen) -> str:
     while loop.poll() is None:
         fresh = [d for d in content.drafts() if d.recipe_path.stat().st_mtime > since]
         if fresh:
-            content.write_marker(fresh[0].id, "# marked by `make demo`: 3 variations, default settings\n")
-            print(f"demo: marked draft {fresh[0].id} as a seed (wrote {fresh[0].folder / 'seed.txt'})")
+            path = content.write_marker(fresh[0].id, "# marked by `make demo`: 3 variations, default settings\n")
+            print(f"demo: marked draft {fresh[0].id} as a seed (wrote {path})")
             return fresh[0].id
         time.sleep(0.2)
     raise SystemExit("demo: the loop exited before making a draft")
