@@ -284,7 +284,3 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
         return ""
-
-
-# TEMPORARY aliases while ranking/ moves to markers.py (removed in this change)
-find_marker, parse_marker = markers.find, markers.parse

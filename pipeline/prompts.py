@@ -1,8 +1,24 @@
-"""Template + wildcards -> prompt and the random picks made (dynamicprompts syntax).
+r"""Template + wildcards -> prompt and the random picks made (dynamicprompts syntax).
 
 A template is fixed text plus random parts: ``{a|b}``, ``{0.5::a|b}``, ``{2$$a|b|c}``,
-``__name__`` (a line of ``content/prompts/name.txt``; ``#`` comments; sub-folders as
-``__folder/name__``). The same template, wildcard files and prompt seed give the same prompt.
+``__name__`` (a line of ``content/prompts/name.txt``; sub-folders as ``__folder/name__``). The
+same template, wildcard files and prompt seed give the same prompt.
+
+Plain text stays plain. dynamicprompts reserves characters creators type in prompts: ``#``,
+``//`` and ``/*`` start comments (the rest of the text silently vanished) and a lone ``$`` or
+``%`` did not parse. Here ``#``, ``$``, ``%`` and ``/`` are always text, in the template and in
+wildcard lines alike (``100% detail, #1 artist, $5, a // b`` comes out as written), with one
+exception: ``$$`` inside ``{...}`` sets how many to pick (``{2$$a|b|c}``, ``{2$$ and $$a|b}``).
+So dynamicprompts' wrap (``%{...}``) and variables (``${name=...}``) are not available (the
+variables never worked here: each random part is sampled on its own, below). ``{``, ``}`` and
+``|`` remain syntax. A backslash makes any of ``{ } | $ # %`` text wherever it stands: ``\{``,
+``\}``, ``\|``, ``{\$\$|free}``; in aiimg.toml that is ``"\\{"`` in a "..." string or ``'\{'``
+in a '...' string. A template that does not parse is an error showing these escapes. In a
+wildcard file a line starting with ``#`` is a comment (by design); ``\#`` starts a line with
+the character. A1111's syntax is not the template's and passes through untouched: ``(a:1.2)
+[a:b:0.5] \( \) BREAK <lora:name:0.6>``. How: before dynamicprompts parses a template or a
+wildcard line, every character meant as text becomes a private-use character it has no rule
+for, and becomes itself again in the prompt and the picks.
 
 Each top-level random part is sampled on its own, in order, from one ``random.Random(seed)``,
 so the recipe can record which choice each part made (``picks``): the gallery's tags and
@@ -12,15 +28,23 @@ dynamicprompts would leave ``__name__`` in the prompt as literal text.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import AiimgError
 
-LEFTOVER = re.compile(r"__([\w./*-]+)__")
+# a character meant as text travels through dynamicprompts as one of these (Supplementary
+# Private Use Area-B: no font, keyboard or prompt has them)
+PLAIN = {ch: chr(0x10FFF0 + i) for i, ch in enumerate("#$%/{}|")}
+RESTORE = str.maketrans({v: k for k, v in PLAIN.items()})
+ESCAPABLE = "#$%{}|"
+ESCAPES = (
+    r"write \{ \} \| for those characters as text, and \$\$ for a $$ inside {...} "
+    r"""(in aiimg.toml: "\\{" in a "..." string, or '\{' in a '...' string)"""
+)
 
 
 @dataclass(frozen=True)
@@ -33,14 +57,11 @@ class Prompt:
 def render(template: str, wildcards_dir: Path, seed: int) -> Prompt:
     """The prompt for ``seed``; AiimgError names a missing wildcard or a template that won't parse."""
     from dynamicprompts.commands import LiteralCommand, SequenceCommand
-    from dynamicprompts.parser.parse import parse
 
     logging.getLogger("dynamicprompts").setLevel(logging.ERROR)
-    context = _context(wildcards_dir, seed)
-    try:
-        command = parse(template) if template else LiteralCommand("")
-    except Exception as exc:  # pyparsing raises its own types; the message is what matters
-        raise AiimgError(f"[prompt] template = {template!r} does not parse: {exc}") from None
+    manager = _manager_class()(Path(wildcards_dir))
+    context = _context(manager, seed)
+    command = _parse(template)
     tokens = command.tokens if isinstance(command, SequenceCommand) else [command]
     parts, picks = [], []
     for token in tokens:
@@ -48,32 +69,108 @@ def render(template: str, wildcards_dir: Path, seed: int) -> Prompt:
         parts.append(value)
         if not isinstance(token, LiteralCommand):
             picks.append({"token": describe(token), "value": value.strip()})
-    text = "".join(parts)
-    _check_leftovers(text, wildcards_dir)
-    return Prompt(text, seed, picks)
+    _check_missing(manager.missing, wildcards_dir)
+    return Prompt("".join(parts), seed, picks)
 
 
-def _context(wildcards_dir: Path, seed: int):
+def protect(text: str, where: str) -> str:
+    """``text`` with every character meant as text (see the module doc) hidden from the parser."""
+    if any(ch in text for ch in PLAIN.values()):
+        raise AiimgError(f"{where}: holds a character of U+10FFF0..U+10FFF6, which aiimg reserves; remove it")
+    out, depth, i = [], 0, 0
+    while i < len(text):
+        ch, nxt = text[i], text[i + 1 : i + 2]
+        if ch == "\\" and nxt and nxt in ESCAPABLE:
+            out.append(PLAIN[nxt])
+            i += 2
+            continue
+        if ch == "$" and nxt == "$" and depth:
+            out.append("$$")
+            i += 2
+            continue
+        depth = max(0, depth + (ch == "{") - (ch == "}"))
+        out.append(ch if _is_syntax(ch, nxt) else PLAIN[ch])
+        i += 1
+    return "".join(out)
+
+
+def _is_syntax(ch: str, nxt: str) -> bool:
+    if ch == "/":
+        return nxt not in ("/", "*")  # "//" and "/*" would start comments
+    return ch not in "#$%"
+
+
+def restore(text: str) -> str:
+    return text.translate(RESTORE)
+
+
+def _parse(template: str):
+    from dynamicprompts.commands import LiteralCommand
+    from dynamicprompts.parser.parse import parse
+    from pyparsing import ParseBaseException
+
+    try:
+        return parse(protect(template, "[prompt] template")) if template else LiteralCommand("")
+    except (ParseBaseException, ValueError) as exc:
+        raise AiimgError(f"[prompt] template = {template!r} does not parse: {restore(str(exc))}; {ESCAPES}") from None
+
+
+@functools.cache
+def _manager_class():
+    """dynamicprompts' WildcardManager, protecting wildcard lines and noting names with no values."""
+    from dynamicprompts.wildcards import WildcardManager
+    from dynamicprompts.wildcards.item import WildcardItem
+    from dynamicprompts.wildcards.values import WildcardValues
+
+    class Manager(WildcardManager):
+        def __init__(self, path: Path):
+            super().__init__(path)
+            self.missing: list[str] = []
+
+        def get_values(self, wildcard: str):
+            name = restore(wildcard)
+            values = super().get_values(name)
+            if not values:
+                self.missing.append(name)
+            where = f"wildcard __{name}__"
+            return WildcardValues.from_items(
+                WildcardItem(protect(v.content, where), v.weight) if isinstance(v, WildcardItem) else protect(v, where)
+                for v in values
+            )
+
+    return Manager
+
+
+def _context(manager, seed: int):
     from dynamicprompts.commands.base import SamplingMethod
     from dynamicprompts.sampling_context import SamplingContext
-    from dynamicprompts.wildcards import WildcardManager
 
     return SamplingContext(
-        wildcard_manager=WildcardManager(Path(wildcards_dir)),
+        wildcard_manager=manager,
         default_sampling_method=SamplingMethod.RANDOM,
         rand=random.Random(seed),
     )
 
 
 def _sample(context, token) -> str:
+    from pyparsing import ParseBaseException
+
     try:
-        return str(next(iter(context.generator_from_command(token))))
+        return restore(str(next(iter(context.generator_from_command(token)))))
     except StopIteration:
         return ""
+    except (ParseBaseException, ValueError) as exc:  # a wildcard line is parsed when it is drawn
+        raise AiimgError(
+            f"[prompt] template: a line drawn for {describe(token)} does not parse: {restore(str(exc))}; {ESCAPES}"
+        ) from None
 
 
 def describe(token) -> str:
     """A readable name for a random part: ``__outfit__`` or ``{red|blue|silver}``."""
+    return restore(_describe(token))
+
+
+def _describe(token) -> str:
     from dynamicprompts.commands import LiteralCommand, SequenceCommand, VariantCommand, WildcardCommand
 
     if isinstance(token, LiteralCommand):
@@ -81,16 +178,15 @@ def describe(token) -> str:
     if isinstance(token, WildcardCommand):
         return f"__{token.wildcard}__"
     if isinstance(token, VariantCommand):
-        return "{" + "|".join(describe(v.value) for v in token.variants) + "}"
+        return "{" + "|".join(_describe(v.value) for v in token.variants) + "}"
     if isinstance(token, SequenceCommand):
-        return "".join(describe(t) for t in token.tokens)
+        return "".join(_describe(t) for t in token.tokens)
     return type(token).__name__
 
 
-def _check_leftovers(text: str, wildcards_dir: Path) -> None:
-    missing = LEFTOVER.search(text)
+def _check_missing(missing: list[str], wildcards_dir: Path) -> None:
     if missing:
-        name = missing.group(1)
+        name = missing[0]
         raise AiimgError(
             f"wildcard __{name}__ has no values: create {Path(wildcards_dir) / (name + '.txt')} "
             f"with one choice per line, or remove __{name}__ from [prompt] template"

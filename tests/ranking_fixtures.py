@@ -14,7 +14,8 @@ import json
 
 import numpy as np
 
-from pipeline.content import Content, atomic_write_bytes, atomic_write_json, new_draft_id
+from pipeline.content import Content, new_draft_id
+from pipeline.files import atomic_write_bytes, atomic_write_json
 from pipeline.metadata import png_bytes
 
 SIZE = (832, 768)  # (width, height): a real draft size at 640,000 px area
@@ -140,5 +141,33 @@ def make_draft(content: Content, img: np.ndarray, when: dt.datetime | None = Non
     return draft_id
 
 
+def recipe_of(content: Content, draft_id: str) -> dict:
+    """draft.json as JSON, every key (the scores included) as written."""
+    return json.loads(content.draft(draft_id).recipe_path.read_text())
+
+
 def scores_of(content: Content, draft_id: str) -> dict:
-    return json.loads(content.draft(draft_id).recipe_path.read_text())["scores"]
+    return recipe_of(content, draft_id)["scores"]
+
+
+def edit_scores(content: Content, draft_id: str, **changes) -> None:
+    """Change keys of a draft's recorded ``scores`` in place, as an older version or a hand would."""
+    path = content.draft(draft_id).recipe_path
+    recipe = recipe_of(content, draft_id)
+    recipe["scores"].update(changes)
+    recipe["scores"] = {k: v for k, v in recipe["scores"].items() if v is not DROP}
+    path.write_text(json.dumps(recipe))
+
+
+DROP = object()  # edit_scores(..., key=DROP) removes the key
+
+
+def png(img: np.ndarray) -> bytes:
+    """Uncompressed PNG bytes: their length depends only on the image's dimensions."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG", compress_level=0)
+    return buf.getvalue()

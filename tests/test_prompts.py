@@ -37,7 +37,8 @@ def test_seeds_vary_the_prompt(wildcards):
 
 
 def test_comment_lines_are_never_chosen(wildcards):
-    assert all("#" not in prompts.render("__outfit__", wildcards, s).text for s in range(40))
+    drawn = {prompts.render("__outfit__", wildcards, s).text for s in range(40)}
+    assert drawn == {"red dress", "blue coat"}
 
 
 def test_missing_wildcard_is_an_error_naming_it_and_the_file_to_create(wildcards):
@@ -60,3 +61,53 @@ def test_template_that_does_not_parse_names_the_template(wildcards):
 def test_japanese_text_passes_through(wildcards):
     p = prompts.render("傑作, {赤い|青い}髪", wildcards, 3)
     assert p.text.startswith("傑作, ") and p.picks[0]["value"] in ("赤い", "青い")
+
+
+def test_hash_percent_dollar_and_slashes_are_text_in_the_template_and_the_picks(wildcards):
+    template = "100% detail, #1 artist, $5, a // b /* c */ d, {50%|#2|$3}"
+    values = set()
+    for seed in range(20):
+        p = prompts.render(template, wildcards, seed)
+        assert p.text.startswith("100% detail, #1 artist, $5, a // b /* c */ d, ")
+        assert p.picks[0]["token"] == "{50%|#2|$3}"
+        values.add(p.picks[0]["value"])
+        assert p.text.endswith(p.picks[0]["value"])
+    assert values == {"50%", "#2", "$3"}
+
+
+def test_picking_several_with_dollars_still_works(wildcards):
+    for seed in range(10):
+        two = prompts.render("{2$$a|b|c}", wildcards, seed).text.split(",")
+        assert len(two) == 2 and len(set(two)) == 2 and set(two) <= {"a", "b", "c"}
+        joined = prompts.render("x {2$$ and $$a|b|c}", wildcards, seed).text
+        assert joined.startswith("x ") and len(joined[2:].split(" and ")) == 2
+
+
+def test_wildcard_lines_keep_their_hash_percent_and_dollar(wildcards):
+    (wildcards / "rank.txt").write_text("# a comment\nnumber #1 fan\n\\#2 at the start\n100% cotton, $3\n")
+    drawn = {prompts.render("__rank__", wildcards, s).text for s in range(40)}
+    assert drawn == {"number #1 fan", "#2 at the start", "100% cotton, $3"}
+    p = prompts.render("__rank__", wildcards, 1)
+    assert p.picks == [{"token": "__rank__", "value": p.text}]
+
+
+def test_a1111_syntax_passes_through_exactly(wildcards):
+    text = r"masterpiece, (red hair:1.2), [blue:green:0.5], \(artist\), [[x]], BREAK, <lora:name:0.6>, a AND b"
+    assert prompts.render(text, wildcards, 1) == prompts.Prompt(text, 1, [])
+    chosen = {prompts.render("{(red:1.2)|<lora:a:0.6>|\\[b\\]}", wildcards, s).text for s in range(30)}
+    assert chosen == {"(red:1.2)", "<lora:a:0.6>", r"\[b\]"}
+
+
+def test_backslash_makes_template_syntax_text(wildcards):
+    assert prompts.render(r"\{a\|b\} \#1 \% \$", wildcards, 1) == prompts.Prompt("{a|b} #1 % $", 1, [])
+    drawn = {prompts.render(r"{\$\$|free}", wildcards, s).text for s in range(20)}
+    assert drawn == {"$$", "free"}
+
+
+def test_a_parse_error_shows_the_escapes(wildcards):
+    with pytest.raises(AiimgError) as err:
+        prompts.render("50% {off", wildcards, 1)
+    assert "'50% {off' does not parse" in str(err.value) and r"write \{ \} \|" in str(err.value)
+    (wildcards / "broken.txt").write_text("a {b\n")
+    with pytest.raises(AiimgError, match=r"a line drawn for __broken__ does not parse: .*write \\\{"):
+        prompts.render("__broken__", wildcards, 1)

@@ -149,7 +149,7 @@ def test_learning_with_a_local_clip_uses_its_embeddings(tmp_path):
     first = content.drafts()[0].id
     emb = load_embedding(content, first)
     assert emb.shape == (EMBED,) and abs(float(np.linalg.norm(emb)) - 1) < 1e-4
-    model = json.loads((content.state_dir / "preference.json").read_text())
+    model = json.loads(content.preference_path().read_text())
     assert model["features"][-2:] == ["aesthetic", "clip_prototype"] and len(model["prototype"]) == EMBED
     new = F.make_draft(content, F.clean(40, size=size))
     rank_command(cfg)

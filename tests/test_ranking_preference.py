@@ -100,7 +100,7 @@ def test_learn_writes_plain_json_and_becomes_a_scorer(tmp_path):
     cfg, content = make_folder(tmp_path)
     report = rank_command(cfg, learn=True)
     assert "learned from 8 seeds and 16 unmarked drafts" in report and "ROC AUC" in report
-    model = json.loads((content.state_dir / "preference.json").read_text())
+    model = json.loads(content.preference_path().read_text())
     assert model["features"] == FEATURES and len(model["weights"]) == len(FEATURES)
     assert model["evaluation"]["seeds"] == 8
     entries = store.entries(content)

@@ -10,10 +10,11 @@ import threading
 import pytest
 import ranking_fixtures as F
 
-from pipeline import config
-from pipeline.content import Content, find_marker
+from pipeline import config, markers, rounds
+from pipeline.content import Content
 from pipeline.ranking import rank_command
 from pipeline.ranking.review import make_server
+from pipeline.recipes import Round, VariationRecipe, Work
 
 YESTERDAY = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
 SMALL = (256, 256)
@@ -74,17 +75,16 @@ def test_ids_from_http_are_validated_and_only_known_drafts_served(served):
 def test_post_needs_the_page_header(served):
     cfg, content, ids, port = served
     assert request(port, "POST", f"/api/seed/{ids['best']}")[0] == 403
-    assert find_marker(content.draft(ids["best"]).folder) is None
+    assert markers.find(content.draft(ids["best"]).folder) is None
 
 
 def test_unseed_refuses_once_variations_started(served):
     cfg, content, ids, port = served
-    content.write_work(
-        ids["old"], {"draft": ids["old"], "rounds": [{"marker": "x", "count": 3, "files": ["1.png"]}], "variations": []}
-    )
+    first = VariationRecipe(id=ids["old"], prompt="p", width=64, height=64, seed=1, file="1.png", index=1, round=1)
+    content.write_work(ids["old"], Work(ids["old"], [Round("x", 3)], [first]))  # 1 of 3 made
     status, body = request(port, "POST", f"/api/unseed/{ids['old']}", {"X-Aiimg-Review": "1"})
     assert status == 409 and b"started" in body
-    assert find_marker(content.draft(ids["old"]).folder) is not None
+    assert markers.find(content.draft(ids["old"]).folder) is not None
 
 
 # -- in the real browser -----------------------------------------------------------------------
@@ -168,14 +168,14 @@ def test_preview_and_seed_button_write_the_marker_the_loop_reads(served, browser
     wait_until(lambda: page.eval_on_selector("#big", "img => img.naturalWidth") == 256)
     page.click("#o-seed")
     page.wait_for_selector(f".card[data-id='{ids['best']}'].seeded")
-    marker = find_marker(content.draft(ids["best"]).folder)
+    marker = markers.find(content.draft(ids["best"]).folder)
     assert marker.name == "seed.txt" and marker.read_text() == ""
-    assert ids["best"] in [s.draft.id for s in content.seeds()[0]]  # what the loop serves next
+    assert ids["best"] in [s.draft.id for s in rounds.waiting(content)[0]]  # what the loop serves next
     page.keyboard.press("Escape")
     page.click(f".card[data-id='{ids['best']}'] .seed-btn")  # unseed
     page.wait_for_selector(f".card[data-id='{ids['best']}']:not(.seeded)")
-    assert find_marker(content.draft(ids["best"]).folder) is None
-    assert ids["best"] not in [s.draft.id for s in content.seeds()[0]]
+    assert markers.find(content.draft(ids["best"]).folder) is None
+    assert ids["best"] not in [s.draft.id for s in rounds.waiting(content)[0]]
     page.close()
 
 
@@ -204,7 +204,7 @@ def test_seed_button_feeds_the_real_loop(tmp_path, browser):
     cfg = config.load(path)
     content = Content(cfg.content_dir)
     drafts = content.drafts()
-    assert all("scores" in content.read_draft(d.id) for d in drafts)  # scored right after saving
+    assert len(drafts) == 2 and all("scores" in F.recipe_of(content, d.id) for d in drafts)  # scored when saved
     server = make_server(cfg, port=0)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     try:
@@ -219,7 +219,7 @@ def test_seed_button_feeds_the_real_loop(tmp_path, browser):
     served = aiimg(path, "run", "--max-drafts", "0", "--once")
     assert served.returncode == 0, served.stdout + served.stderr
     work = content.read_work(top)
-    assert len(work["variations"]) == cfg.variation.count
+    assert len(work.variations) == cfg.variation.count
     assert [d.id for d in content.drafts()] == [d.id for d in drafts]  # no draft made, the seed served
 
 
@@ -232,5 +232,5 @@ def test_review_scores_drafts_no_loop_scored(tmp_path, monkeypatch):
     page = review.Review(cfg, content)
     assert page.score_missing() == 0  # too new: the loop's ranker goes first
     monkeypatch.setattr(review, "SCORE_AFTER", -1.0)
-    assert page.score_missing() == 1 and "scores" in content.read_draft(draft_id)
+    assert page.score_missing() == 1 and "scores" in F.recipe_of(content, draft_id)
     assert page.score_missing() == 0

@@ -12,7 +12,9 @@ Files (``[score]`` in aiimg.toml, paths relative to it):
 Nothing is ever downloaded: the folder is opened with ``local_files_only`` and preprocessing
 (resize the short side to the model's image size, bicubic, centre crop, CLIP mean/std) is done
 here, so no image-processor file or torchvision is needed. The constructor only checks that
-the files exist (a missing one is an AiimgError naming it); weights load on first use.
+the files exist (a missing one is an AiimgError naming it) and that torch and transformers
+(the ``studio`` extra) are installed, so a machine without them has the scorer off from the
+start, named in ``ranker.problems``, instead of failing on every draft; weights load on first use.
 Raw score: the predictor's rating, about 1..10. The scorer name is ``aesthetic``. The
 L2-normalised image embedding goes along (``Result.extra["embedding"]``); the ranker keeps it
 for the preference model (store.py: ``content/.aiimg/embeddings/<id>.npy``).
@@ -20,6 +22,7 @@ for the preference model (store.py: ``content/.aiimg/embeddings/<id>.npy``).
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from pathlib import Path
 
@@ -49,18 +52,33 @@ def check_files(clip_model: str, head: str, root: str = ".") -> tuple[Path, Path
     return folder, head_path
 
 
+def check_installed() -> None:
+    """An AiimgError when torch or transformers cannot be imported (found without importing them)."""
+    for module in ("torch", "transformers"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ValueError:  # sys.modules holds None for it: imports of it are blocked
+            found = False
+        if not found:
+            raise AiimgError(
+                f"[score] clip_model: the aesthetic scorer needs {module}, which is not installed here; "
+                f'install the studio extra (pip install -e ".[studio]") or leave clip_model and aesthetic_head empty'
+            )
+
+
 class AestheticScorer:
     name = "aesthetic"
 
     def __init__(self, clip_model: str, head: str, root: str = "."):
         self.folder, self.head_path = check_files(clip_model, head, root)
+        check_installed()
         self._model = None
         self._lock = threading.Lock()
 
     def score(self, items: list[Item]) -> list[Result]:
+        clip, head, size = self.model()
         import torch
 
-        clip, head, size = self.model()
         keep = [i for i, it in enumerate(items) if it.pixels() is not None]
         out = [Result(float("nan"), {}, ["unreadable"]) for _ in items]
         if keep:

@@ -9,7 +9,7 @@ from collections import Counter
 from pipeline.content import Content
 from pipeline.errors import AiimgError
 from pipeline.ranking import evaluation, preference, store
-from pipeline.ranking.ranker import Ranker
+from pipeline.ranking.ranker import Ranker, first_failure
 from pipeline.ranking.scorers import sort_key
 
 
@@ -26,6 +26,7 @@ def rank_command(cfg, learn: bool = False, evaluate: bool = False, rescore: bool
         f"scored {done} draft(s) in {time.perf_counter() - started:.1f} s, skipped "
         f"{len(entries) - done} already scored (scorers: {', '.join(ranker.names)}; --all rescores)"
     )
+    lines += failure_lines(ranker)
     if learn:
         lines.append(learn_preference(cfg, content, ranker, entries))
     if evaluate:
@@ -33,6 +34,14 @@ def rank_command(cfg, learn: bool = False, evaluate: bool = False, rescore: bool
     ranker.refresh_combined(entries)
     lines.append(summary(entries))
     return "\n".join(lines)
+
+
+def failure_lines(ranker: Ranker) -> list[str]:
+    return [
+        f"warning: scorer {name} failed on {count} draft(s) ({first_failure(name)}); they are ranked by the "
+        f"other scorers, and the next `aiimg rank` tries {name} again"
+        for name, count in sorted(ranker.failed.items())
+    ]
 
 
 def learn_preference(cfg, content: Content, ranker: Ranker, entries: list) -> str:

@@ -28,8 +28,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.content import Content, atomic_write_json, utc_now
+from pipeline.content import Content, utc_now
 from pipeline.errors import AiimgError
+from pipeline.files import atomic_write_json
 from pipeline.ranking import store
 from pipeline.ranking.scorers import Item, Result
 
@@ -49,12 +50,7 @@ FEATURES = [
     "composition",
 ]
 L2 = 1.0  # ridge penalty on standardised weights: few seeds must not overfit
-FILE = "preference.json"
 CLIP = "clip_prototype"
-
-
-def model_path(content: Content) -> Path:
-    return content.state_dir / FILE
 
 
 # -- features and labels -----------------------------------------------------------------------
@@ -62,7 +58,7 @@ def model_path(content: Content) -> Path:
 
 def feature_names(entries: list) -> list[str]:
     """FEATURES, plus ``aesthetic`` when every labelled draft has that score."""
-    has_aesthetic = entries and all("aesthetic" in e.scores.get("scorers", {}) for e in entries)
+    has_aesthetic = entries and all("aesthetic" in e.results for e in entries)
     return FEATURES + (["aesthetic"] if has_aesthetic else [])
 
 
@@ -100,7 +96,7 @@ def dataset(entries: list, content: Content | None = None, now: dt.datetime | No
     labelled = [(e, label(e, now)) for e in entries if e.scores]
     labelled = [(e, y) for e, y in labelled if y is not None]
     names = feature_names([e for e, _ in labelled])
-    rows = [(features(_as_json(e.scores), names), y, e.draft.id) for e, y in labelled]
+    rows = [(features(e.results, names), y, e.draft.id) for e, y in labelled]
     rows = [r for r in rows if r[0] is not None]
     X = np.array([r[0] for r in rows], dtype=float).reshape(len(rows), len(names))
     ids = [r[2] for r in rows]
@@ -108,10 +104,6 @@ def dataset(entries: list, content: Content | None = None, now: dt.datetime | No
     if all(e is not None for e in embeddings) and len({e.shape for e in embeddings}) == 1:
         X = np.hstack([X, np.array(embeddings, dtype=float)])
     return X, np.array([r[1] for r in rows], dtype=float), names, ids
-
-
-def _as_json(scores: dict) -> dict:
-    return scores.get("scorers", {})
 
 
 # -- the model ---------------------------------------------------------------------------------
@@ -192,7 +184,6 @@ def fit(X, y, names: list[str], l2: float = L2, iterations: int = 50) -> Model:
 
 
 def save(content: Content, model: Model, seeds: int, unmarked: int, evaluation: dict | None) -> Path:
-    content.state_dir.mkdir(parents=True, exist_ok=True)
     data = {
         "version": VERSION,
         "trained": utc_now(),
@@ -201,8 +192,8 @@ def save(content: Content, model: Model, seeds: int, unmarked: int, evaluation: 
         "unmarked": unmarked,
         "evaluation": evaluation,
     }
-    atomic_write_json(model_path(content), data)
-    return model_path(content)
+    atomic_write_json(content.preference_path(), data)
+    return content.preference_path()
 
 
 def load(path: Path) -> Model:
@@ -229,7 +220,7 @@ class PreferenceScorer:
 
     @classmethod
     def from_content(cls, content: Content) -> PreferenceScorer | None:
-        path = model_path(content)
+        path = content.preference_path()
         return cls(load(path), content) if path.exists() else None
 
     def score(self, items: list[Item]) -> list[Result]:

@@ -4,6 +4,16 @@ The loop builds one ``Ranker(cfg, content)`` and calls ``on_new_draft(id)`` from
 worker thread after each draft is saved. A scorer that cannot start (a learned-scorer file
 missing) is reported once, in ``ranker.problems`` and the log, and ranking goes on with the
 others. A single bad image is recorded as rejected (flag ``unreadable``) and never raises.
+
+A scorer that *raises* has not judged the draft: nothing is recorded for it, so the draft is
+combined from the other scorers and the next `aiimg rank` (which runs the scorers a draft
+lacks) tries it again. Its first failure is logged as a warning, once per scorer and process
+(later ones at debug level: one broken scorer must not flood the log with a line per draft);
+``ranker.failed`` counts them for the `aiimg rank` report. A scorer that *returns* NaN has
+judged the draft a hard reject (e.g. ``unreadable``): that is recorded and rejects it.
+
+A draft is scored again from scratch when its draft.png is no longer the image its scores
+belong to (see store.py); otherwise only the scorers it lacks run.
 """
 
 from __future__ import annotations
@@ -11,6 +21,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections import Counter
+from dataclasses import dataclass
 
 from pipeline.content import Content
 from pipeline.errors import AiimgError
@@ -21,24 +33,24 @@ from pipeline.ranking.scorers import Item, Result, combine
 log = logging.getLogger("aiimg.ranking")
 CHUNK = 16  # drafts decoded at once: bounds memory, lets learned scorers batch
 AUTO_MARKER = 'by = "auto"\n'
+_first_failure: dict[str, str] = {}  # scorer name -> its first failure in this process
+_failure_lock = threading.Lock()
 
 
-SCORERS = ("default", "aesthetic", "preference")
+@dataclass
+class Job:
+    """One draft to score: the scorers to run, its image now, and whether to start afresh."""
 
-
-def check_weights(weights: dict) -> None:
-    for name, weight in weights.items():
-        if name not in SCORERS:
-            raise AiimgError(f"[score] weights: unknown scorer {name!r} (known: {', '.join(SCORERS)})")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise AiimgError(f"[score] weights: {name} = {weight!r} should be a number >= 0")
+    entry: store.Entry
+    names: list
+    image: dict | None
+    fresh: bool  # the image changed: no recorded result of it counts any more
 
 
 def build_scorers(cfg, content: Content) -> tuple[list, list[str]]:
     """(scorers in the order they run, problems that switched a scorer off)."""
     from pipeline.ranking.technical import DefaultScorer
 
-    check_weights(cfg.score.weights)
     scorers, problems = [DefaultScorer()], []
     if cfg.score.clip_model or cfg.score.aesthetic_head:
         try:
@@ -60,8 +72,8 @@ def build_scorers(cfg, content: Content) -> tuple[list, list[str]]:
 class Ranker:
     """Scores drafts and records them in draft.json; cheap to build (weights load on first use).
 
-    Raises AiimgError only for a config error ([score] weights); a scorer whose files are
-    missing is left out and named in ``problems``.
+    A scorer whose files are missing is left out and named in ``problems``; one that fails on
+    drafts is counted in ``failed`` ({scorer name: drafts}) and retried by the next ranker.
     """
 
     def __init__(self, cfg, content: Content | None = None):
@@ -74,6 +86,7 @@ class Ranker:
         self._hashes = HashIndex(cfg.score.duplicate_distance)
         self._batch: list[str] = []
         self._lock = threading.Lock()
+        self.failed: Counter = Counter()
 
     @property
     def names(self) -> list[str]:
@@ -111,42 +124,62 @@ class Ranker:
     def _remember(self, draft_id: str, raw: dict, hash_: str | None) -> None:
         if raw:
             self._raw[draft_id] = raw
+        else:
+            self._raw.pop(draft_id, None)
         self._hashes.add(draft_id, hash_)
 
     def score_entries(self, entries: list, force: frozenset = frozenset()) -> int:
-        """Run the scorers each entry lacks (and those in ``force``); record; how many changed."""
+        """Run the scorers each entry lacks (all of them where its image changed, and those in
+        ``force``); record; how many drafts the scorers ran on."""
         self.population()
-        todo = [(e, self._needed(e, force)) for e in entries if e is not None]
-        todo = [(e, names) for e, names in todo if names]
-        for start in range(0, len(todo), CHUNK):
-            self._score_chunk(todo[start : start + CHUNK])
-        return len(todo)
+        jobs = [job for job in (self._job(e, force) for e in entries if e is not None) if job]
+        for start in range(0, len(jobs), CHUNK):
+            self._score_chunk(jobs[start : start + CHUNK])
+        return len(jobs)
 
-    def _needed(self, e: store.Entry, force: frozenset) -> list[str]:
-        have = e.scores.get("scorers", {})
-        return [n for n in self.names if n in force or n not in have]
+    def _job(self, e: store.Entry, force: frozenset) -> Job | None:
+        image, changed = store.image_state(e)
+        if changed:
+            log.info("draft %s: draft.png changed since it was scored; scoring it afresh", e.draft.id)
+            return Job(e, list(self.names), image, True)
+        names = [n for n in self.names if n in force or n not in e.results]
+        if names:
+            return Job(e, names, image, False)
+        if e.scores:
+            store.note_image(e, image)
+        return None
 
-    def _score_chunk(self, chunk: list) -> None:
-        items = [self._item(e) for e, _ in chunk]
+    def _score_chunk(self, jobs: list[Job]) -> None:
+        items = [self._item(job) for job in jobs]
+        ran: list[set] = [set() for _ in jobs]
         for scorer in self.scorers:
-            wanted = [it for it, (_, names) in zip(items, chunk) if scorer.name in names]
-            for it, result in zip(wanted, run_scorer(scorer, wanted)):
-                it.results[scorer.name] = result
-        for it, (e, _) in zip(items, chunk):
-            self._record(e, it)
+            wanted = [i for i, job in enumerate(jobs) if scorer.name in job.names]
+            for i, result in zip(wanted, run_scorer(scorer, [items[i] for i in wanted])):
+                if result is None:
+                    self.failed[scorer.name] += 1
+                    continue
+                items[i].results[scorer.name] = result
+                ran[i].add(scorer.name)
+        for job, it, done in zip(jobs, items, ran):
+            if done:
+                self._record(job, it)
+            elif not job.fresh and job.entry.scores:
+                store.note_image(job.entry, job.image)
 
-    def _item(self, e: store.Entry) -> Item:
+    def _item(self, job: Job) -> Item:
+        e = job.entry
         recorded = {
             n: Result(store.raw_score(r.get("score")), r.get("sub", {}), r.get("flags", []))
-            for n, r in e.scores.get("scorers", {}).items()
+            for n, r in ({} if job.fresh else e.results).items()
             if n in self.names
         }
         return Item(e.draft.id, e.draft.image, e.recipe.get("prompt", ""), results=recorded)
 
-    def _record(self, e: store.Entry, it: Item) -> None:
-        scores = dict(
-            e.scores, version=store.VERSION, scored=_now(), scorers={n: r.to_json() for n, r in it.results.items()}
-        )
+    def _record(self, job: Job, it: Item) -> None:
+        e = job.entry
+        base = {} if job.fresh else e.scores
+        scorers = {n: r.to_json() for n, r in it.results.items()}
+        scores = dict(base, version=store.VERSION, scored=_now(), image=job.image, scorers=scorers)
         scores["phash"] = scores.get("phash") or _hash(it)
         self._mark_duplicate(e.draft.id, scores)
         scores["flags"] = flags_of(scores)
@@ -184,23 +217,47 @@ class Ranker:
         return changed
 
 
-def run_scorer(scorer, items: list[Item]) -> list[Result]:
-    """The scorer on a chunk; if the chunk fails, one by one, so one bad image costs one score."""
+def run_scorer(scorer, items: list[Item]) -> list[Result | None]:
+    """The scorer on a chunk; if the chunk fails, one by one, so one bad image costs one score.
+    None where the scorer failed on that draft (it judged nothing: record nothing)."""
     if not items:
         return []
     try:
         return scorer.score(items)
-    except Exception:
-        log.warning("scorer %s failed on a batch; retrying one draft at a time", scorer.name, exc_info=True)
+    except Exception as exc:
+        log.debug("scorer %s failed on a batch of %d (%s); one draft at a time", scorer.name, len(items), exc)
     return [_one(scorer, it) for it in items]
 
 
-def _one(scorer, it: Item) -> Result:
+def _one(scorer, it: Item) -> Result | None:
     try:
         return scorer.score([it])[0]
     except Exception as exc:
-        log.warning("scorer %s failed on %s: %s", scorer.name, it.id, exc)
-        return Result(math.nan, {"error": str(exc)[:200]}, ["unscorable"])
+        report_failure(scorer.name, it.id, exc)
+        return None
+
+
+def report_failure(name: str, draft_id: str, exc: Exception) -> None:
+    """A warning the first time scorer ``name`` fails in this process, debug lines after."""
+    with _failure_lock:
+        first = name not in _first_failure
+        _first_failure.setdefault(name, f"{type(exc).__name__}: {exc}"[:300])
+    if first:
+        log.warning(
+            "scorer %s failed on draft %s (%s); drafts it fails on are ranked by the other scorers and it is "
+            "retried by the next `aiimg rank` (further failures of it are logged at debug level)",
+            name,
+            draft_id,
+            exc,
+            exc_info=exc,
+        )
+    else:
+        log.debug("scorer %s failed on draft %s: %s", name, draft_id, exc)
+
+
+def first_failure(name: str) -> str:
+    """The first failure of scorer ``name`` in this process ("" if none)."""
+    return _first_failure.get(name, "")
 
 
 def flags_of(scores: dict) -> list[str]:

@@ -29,7 +29,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from pipeline.content import Content, check_id, find_marker
+from pipeline import markers
+from pipeline.content import Content, check_id
 from pipeline.errors import AiimgError
 from pipeline.ranking import store
 from pipeline.ranking.scorers import combine
@@ -82,13 +83,13 @@ class Review:
             "width": e.recipe.get("width"),
             "height": e.recipe.get("height"),
             "sub": {k: sub[k] for k in SUB_SHOWN if k in sub},
-            "scorers": {n: r.get("score") for n, r in e.scores.get("scorers", {}).items()},
+            "scorers": {n: r.get("score") for n, r in e.results.items()},
         }
 
     def started(self, draft_id: str) -> bool:
         """Variations of this draft exist or are under way (unseeding can no longer cancel them)."""
         try:
-            return any(r.get("files") for r in self.content.read_work(draft_id).get("rounds", []))
+            return bool(self.content.read_work(draft_id).variations)
         except AiimgError:
             return True
 
@@ -104,7 +105,7 @@ class Review:
         draft = self.known(draft_id)
         if draft is None:
             return _no_such(draft_id)
-        if find_marker(draft.folder):
+        if markers.find(draft.folder):
             return HTTPStatus.CONFLICT, {"error": "already seeded"}
         path = self.content.write_marker(draft.id, "")
         return HTTPStatus.OK, {"seeded": True, "marker": str(path)}
@@ -113,7 +114,7 @@ class Review:
         draft = self.known(draft_id)
         if draft is None:
             return _no_such(draft_id)
-        marker = find_marker(draft.folder)
+        marker = markers.find(draft.folder)
         if marker is None:
             return HTTPStatus.CONFLICT, {"error": "not seeded"}
         if self.started(draft.id):

@@ -5,8 +5,10 @@ raw score (higher is better; NaN = hard reject), named sub-scores and flags nami
 Raw scores of different scorers live on different scales, so :func:`combine` first normalises
 each scorer over the batch being compared (median 0, robust spread 1, clipped to +-4) and then
 takes the weighted mean with the weights of ``[score] weights``. A NaN from any weighted scorer
-rejects the draft (combined NaN, sorted last); a scorer that has no score for a draft (it
-failed, or was added later) is left out of that draft's mean.
+rejects the draft (combined NaN, sorted last): a scorer returns NaN only to judge a draft a hard
+reject (blank, unreadable). A scorer that has no score for a draft is left out of that draft's
+mean: it was added later, or it raised on that draft, which is not a judgement (the ranker
+records nothing for it and retries it, see ranker.py).
 """
 
 from __future__ import annotations
