@@ -1,18 +1,24 @@
 """The `aiimg` command: load config, call one library function, report, exit code.
 
 Library code raises AiimgError with a message naming the file, key or value; this module alone
-turns it into `aiimg: error: ...` and exit status 1. torch is never imported here.
+turns it into `aiimg: error: ...` and exit status 1. Anything else is a bug: its traceback goes
+to the log file (logs.py) and the user gets one line naming that file, exit status 2. Logging
+is configured here once (-v / -q). torch is never imported here.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 import click
 
-from pipeline import __version__, config as config_mod
+from pipeline import __version__, logs
+from pipeline import config as config_mod
 from pipeline.errors import AiimgError
+
+log = logging.getLogger("aiimg.cli")
 
 
 class Ctx:
@@ -20,30 +26,43 @@ class Ctx:
         self.config_path, self.content, self.model = config_path, content, model
 
     def config(self, **overrides) -> config_mod.Config:
+        """The effective config; from here on, this command also logs to its content folder."""
         cfg = config_mod.load(self.config_path)
         changes = {"model__id": self.model, **overrides}
         if self.content:
             changes["content"] = str(Path(self.content).resolve())
-        return config_mod.override(cfg, **changes)
+        cfg = config_mod.override(cfg, **changes)
+        from pipeline.content import Content
+
+        logs.log_to(Content(cfg.content_dir).logs_dir)
+        return cfg
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="Config file (default: ./aiimg.toml; built-in defaults when absent).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Config file (default: ./aiimg.toml; built-in defaults when absent).",
+)
 @click.option("--content", type=click.Path(file_okay=False), help="Content folder, overriding the config's.")
 @click.option("--model", help="Model overriding [model] id: repo id, folder, .safetensors, or tiny.")
+@click.option("-v", "--verbose", is_flag=True, help="Say more (debug messages, tracebacks on the terminal).")
+@click.option("-q", "--quiet", is_flag=True, help="Say only warnings and errors.")
 @click.version_option(__version__, prog_name="aiimg")
 @click.pass_context
-def cli(ctx, config_path, content, model):
+def cli(ctx, config_path, content, model, verbose, quiet):
     """aiimg: drafts -> seeds -> variations -> a static gallery.
 
     \b
     The creator's loop:
+      aiimg init           start a project here (aiimg.toml, starter wildcards)
       aiimg run            make drafts; whenever a seed.txt appears beside a draft,
                            make its variations first (Ctrl-C stops cleanly)
       aiimg build          render content/works into output/, a static site
     One-off commands: draft, vary, status, rank, review, stats, serve, config.
     """
+    logs.configure(-1 if quiet else 1 if verbose else 0)
     ctx.obj = Ctx(config_path, content, model)
 
 
@@ -68,8 +87,12 @@ def vary(obj, draft_ids):
 
 
 @cli.command()
-@click.option("--max-drafts", type=click.IntRange(0), default=None,
-              help="Make at most N new drafts in this run (0: none), then keep serving seeds.")
+@click.option(
+    "--max-drafts",
+    type=click.IntRange(0),
+    default=None,
+    help="Make at most N new drafts in this run (0: none), then keep serving seeds.",
+)
 @click.option("--once", is_flag=True, help="Exit 0 once no seed waits and the drafts are made.")
 @click.pass_obj
 def run(obj, max_drafts, once):
@@ -89,12 +112,16 @@ def status(obj):
 
 
 @cli.command("config")
-@click.option("--defaults", is_flag=True, help="Print every key with its default and doc.")
+@click.option(
+    "--defaults",
+    is_flag=True,
+    help="Print a documented aiimg.toml: every key with its default, doc and allowed values.",
+)
 @click.pass_obj
 def config_cmd(obj, defaults):
-    """Print the effective configuration (or every key's default and doc)."""
+    """Print the effective configuration (or a documented aiimg.toml of the defaults)."""
     if defaults:
-        click.echo(config_mod.describe(), nl=False)
+        click.echo(config_mod.documented_toml(), nl=False)
         return
     import dataclasses
     import json
@@ -102,21 +129,34 @@ def config_cmd(obj, defaults):
     click.echo(json.dumps(dataclasses.asdict(obj.config()), indent=2, ensure_ascii=False))
 
 
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+def init(directory):
+    """Start a project in DIRECTORY (default: here): aiimg.toml, starter wildcards, .gitignore.
+
+    Files already there are kept, never overwritten."""
+    from pipeline import scaffold
+
+    click.echo(scaffold.init(directory).summary())
+
+
 # -- the gallery (no torch) -------------------------------------------------------------------
+
 
 @cli.command()
 @click.option("--output", type=click.Path(file_okay=False), help="Output folder, overriding the config's.")
 @click.option("--base-url", help="Absolute URL the site is served from, overriding [site] base_url.")
 @click.option("--strict", is_flag=True, help="Exit 1 at the end if any image was corrupt or missing.")
+@click.option("--clean", is_flag=True, help="Remove what the last build made and rebuild everything (no cache).")
 @click.pass_obj
-def build(obj, output, base_url, strict):
+def build(obj, output, base_url, strict, clean):
     """Render content/works into a static site (output/) for any static host."""
     from pipeline import gallery
 
     overrides = {"site__base_url": base_url}
     if output:
         overrides["output"] = str(Path(output).resolve())
-    report = gallery.build_site(obj.config(**overrides))
+    report = gallery.build_site(obj.config(**overrides), clean=clean)
     click.echo(report.summary())
     if strict and report.problems:
         raise AiimgError(f"{len(report.problems)} problem(s) in content (see above); built anyway")
@@ -134,6 +174,7 @@ def serve(obj, port):
 
 
 # -- ranking drafts -----------------------------------------------------------------------------
+
 
 @cli.command()
 @click.option("--learn", is_flag=True, help="Fit the preference model on this folder's seeds.")
@@ -180,6 +221,15 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # a bug: the traceback goes to the log, the user gets where to find it
+        log.debug("unexpected error", exc_info=True)
+        where = logs.traceback_to_file(f"unexpected {type(exc).__name__} in: aiimg {' '.join(sys.argv[1:])}")
+        click.echo(
+            f"aiimg: internal error: {type(exc).__name__}: {exc}"
+            + (f" (traceback in {where})" if where else " (run with -v for the traceback)"),
+            err=True,
+        )
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -138,10 +138,14 @@ def _debris(pid: int, token: str) -> bool:
 
 
 def alive(pid: int) -> bool:
-    """Whether a process with this pid runs (psutil: os.kill(pid, 0) kills it on Windows)."""
+    """Whether a process with this pid runs (psutil: os.kill(pid, 0) kills it on Windows).
+    A zombie (killed, not yet reaped by its parent) is dead: its temp files are debris."""
     import psutil
 
-    return pid > 0 and psutil.pid_exists(pid)
+    try:
+        return pid > 0 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def subdirs(folder: Path) -> list[Path]:

@@ -6,13 +6,17 @@ Every PNG carries the A1111 parameters chunk written by pipeline.metadata.png_by
 
 from __future__ import annotations
 
+import json
+import logging
 import random
+import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
 from pipeline import config as config_mod
-from pipeline.content import Content, atomic_write_bytes, atomic_write_json
+from pipeline.content import Content
+from pipeline.files import atomic_write_bytes, atomic_write_json
 from pipeline.metadata import png_bytes
 
 HOSTILE = '<script>alert(1)</script> "onload=x'
@@ -130,14 +134,22 @@ def _variations(content: Content, wid: str, draft: dict, size, count: int, creat
         atomic_write_bytes(folder / f"{n}.png", png_bytes(art(size[0], size[1], draft["seed"] * 10 + n), r))
         files.append(f"{n}.png")
         recipes.append(r)
-    content.write_work(
-        wid,
-        {
-            "draft": wid,
-            "rounds": [{"marker": "1-abc", "count": count, "files": files, "started": created, "overrides": {}}],
-            "variations": recipes,
-        },
-    )
+    # the file as it is on disk (DESIGN.md), whatever the studio's types for it are
+    work = {
+        "draft": wid,
+        "rounds": [{"marker": "1-abc", "count": count, "files": files, "started": created, "overrides": {}}],
+        "variations": recipes,
+    }
+    atomic_write_json(folder / "work.json", work)
+
+
+def recipes_of(content_dir: Path, wid: str) -> list[dict]:
+    """The variations' recipes of a work, as work.json holds them."""
+    return json.loads((Path(content_dir) / "works" / wid / "work.json").read_text(encoding="utf-8"))["variations"]
+
+
+def draft_recipe(content_dir: Path, wid: str) -> dict:
+    return json.loads(Content(content_dir).draft(wid).recipe_path.read_text(encoding="utf-8"))
 
 
 def make_content(root: Path, works: int = 6) -> Path:
@@ -147,14 +159,47 @@ def make_content(root: Path, works: int = 6) -> Path:
     return content_dir
 
 
+SITE = {
+    "title": "Test gallery",
+    "description": "Fixture works",
+    "author": "Tester",
+    "base_url": "https://user.github.io/repo/",
+    "page_size": 4,
+    "thumb_height": 120,
+    "image_width": 240,
+}
+
+
 def site_config(root: Path, **site) -> config_mod.Config:
-    base = {
-        "title": "Test gallery",
-        "description": "Fixture works",
-        "author": "Tester",
-        "base_url": "https://user.github.io/repo/",
-        "page_size": 4,
-        "thumb_height": 120,
-        "image_width": 240,
-    }
-    return config_mod.from_dict({"site": {**base, **site}}, root=str(root))
+    return config_mod.from_dict({"site": {**SITE, **site}}, root=str(root))
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """`aiimg ARGS` in this process (so that a monkeypatch reaches it): (exit status, stdout + stderr).
+    The logging the CLI configures is undone, so that later tests see their own."""
+    from pipeline import cli
+
+    logger = logging.getLogger("aiimg")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    monkeypatch.setattr(sys, "argv", ["aiimg", *args])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        for handler in [h for h in logger.handlers if h not in saved[0]]:
+            logger.removeHandler(handler)
+            handler.close()
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def write_config(root: Path, **site) -> Path:
+    """aiimg.toml for the CLI, the same site as :func:`site_config` (content/ and output/ beside it)."""
+    path = Path(root) / "aiimg.toml"
+    lines = [f"{k} = {json.dumps(v)}" for k, v in {**SITE, **site}.items()]  # str, int, bool: JSON is TOML
+    path.write_text("[site]\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    return path

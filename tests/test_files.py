@@ -4,6 +4,7 @@ import errno
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -75,3 +76,19 @@ def test_a_read_only_folder_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(files.os, "replace", denied)
     with pytest.raises(AiimgError, match="check the folder's permissions"):
         atomic_write_bytes(tmp_path / "x", b"1")
+
+
+def test_a_killed_process_not_yet_reaped_counts_as_dead(tmp_path):
+    """A zombie keeps its pid until its parent reaps it: its temp files are debris all the same."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert files.alive(child.pid)
+        child.kill()
+        deadline = time.monotonic() + 10
+        while files.alive(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not files.alive(child.pid)  # before wait(): still a zombie on POSIX
+        (tmp_path / f".x.png.{child.pid}-0badc0de.tmp").write_bytes(b"half")
+        assert files.clean_temp(tmp_path, depth=0) == 1
+    finally:
+        child.wait()

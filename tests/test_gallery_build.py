@@ -11,7 +11,16 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from gallery_fixtures import add_work, art, make_content, site_config
+from gallery_fixtures import (
+    add_work,
+    art,
+    draft_recipe,
+    make_content,
+    recipes_of,
+    run_cli,
+    site_config,
+    write_config,
+)
 from PIL import Image
 
 from pipeline.content import Content
@@ -63,7 +72,10 @@ def test_first_build_makes_every_page_and_image(site, tmp_path):
     assert not (out / "page/3").exists()  # 6 works, 4 a page
     for wid in ids(tmp_path):
         assert (out / "works" / wid / "index.html").is_file()
-    assert "made 50, reused 0, removed 0" in report.summary()
+    summary = report.summary()
+    assert "6 works: 6 built, 0 skipped as unchanged" in summary
+    assert "images: 24 encoded, 0 skipped as unchanged" in summary
+    assert "files: 26 written, 0 unchanged, 0 removed" in summary
 
 
 def test_index_is_newest_first_with_sized_responsive_images(site, tmp_path):
@@ -74,8 +86,10 @@ def test_index_is_newest_first_with_sized_responsive_images(site, tmp_path):
     imgs = re.findall(r"<img [^>]*>", html)
     assert len(imgs) == 4
     for img in imgs:
-        assert re.search(r'width="\d+" height="\d+"', img) and ".webp 120w" in img or ".webp" in img
-        assert re.search(r'srcset="[^"]+ \d+w, [^"]+ \d+w"', img)  # 1x and 2x thumbnails
+        width = re.search(r'width="(\d+)" height="120"', img)  # sized at the row height: no layout shift
+        assert width, img
+        one_x = rf"[^\" ]+-{width[1]}\.webp {width[1]}w"
+        assert re.search(rf'srcset="{one_x}, [^" ]+\.webp \d+w"', img), img  # 1x and 2x WebP thumbnails
     page2 = (cfg.output_dir / "page/2/index.html").read_text()
     assert page2.count('class="tile"') == 2 and page2.count('loading="lazy"') == 2
     assert 'href="../../page/2/"' not in page2 and 'rel="prev" href="../../"' in page2
@@ -85,7 +99,7 @@ def test_work_page_has_lineage_prompts_parameters_and_links(site, tmp_path):
     cfg, _ = site
     wid = ids(tmp_path)[2]
     html = (cfg.output_dir / "works" / wid / "index.html").read_text()
-    recipe = Content(tmp_path / "content").read_work(wid)["variations"][0]
+    recipe = recipes_of(tmp_path / "content", wid)[0]
     assert html.count('class="variation"') == 3
     assert recipe["prompt"] in html and "lowres, bad anatomy" in html
     assert html.count('data-copy="') == 2
@@ -133,7 +147,7 @@ def test_changed_source_is_reencoded_alone(site, tmp_path):
     wid = ids(tmp_path)[1]
     before = snapshot(cfg.output_dir)
     src = tmp_path / "content/works" / wid / "2.png"
-    recipe = Content(tmp_path / "content").read_work(wid)["variations"][1]
+    recipe = recipes_of(tmp_path / "content", wid)[1]
     src.write_bytes(png_bytes(art(recipe["width"], recipe["height"], 999), recipe))
     report = build_site(cfg)
     assert report.images_made == 1 and report.images_reused == 23
@@ -159,9 +173,7 @@ def test_deleted_work_disappears_everywhere(site, tmp_path):
     for rel in snapshot(out):
         if rel.endswith((".html", ".xml")):
             assert gone not in (out / rel).read_text(), rel
-    assert (
-        not (out / "page/2/index.html").exists() or (out / "page/2/index.html").read_text().count('class="tile"') == 1
-    )
+    assert (out / "page/2/index.html").read_text().count('class="tile"') == 1  # 5 works, 4 a page
     assert gone not in json.dumps(json.loads((out / MANIFEST).read_text()))
 
 
@@ -181,7 +193,7 @@ def test_same_content_gives_byte_identical_output(tmp_path):
         make_content(tmp_path / name, 3)
         build_site(site_config(tmp_path / name))
     a, b = snapshot(tmp_path / "a/output"), snapshot(tmp_path / "b/output")
-    assert a.keys() == b.keys()
+    assert len(a) > 20 and a.keys() == b.keys()
     assert all(a[k][0] == b[k][0] for k in a)
 
 
@@ -227,10 +239,11 @@ def test_strip_metadata_publishes_pngs_without_parameters(tmp_path):
     build_site(cfg)
     pngs = sorted(cfg.output_dir.glob("images/*/*.png"))
     assert len(pngs) == 4
+    sources = {p.stem: p for p in (tmp_path / "content").rglob("*.png")}  # 1 2 3 draft
     for png in pngs:
         assert read_png_parameters(png) is None
-        with Image.open(png) as im:
-            assert im.size[0] > 0
+        with Image.open(png) as im, Image.open(sources[png.stem.split("-")[0]]) as src:
+            assert im.tobytes() == src.tobytes()  # the same pixels, only the chunk is gone
 
 
 def test_avif_adds_picture_sources(tmp_path):
@@ -241,7 +254,10 @@ def test_avif_adds_picture_sources(tmp_path):
     assert '<source type="image/avif" srcset="images/' in html
     avifs = sorted(cfg.output_dir.glob("images/*/*.avif"))
     webps = sorted(cfg.output_dir.glob("images/*/*.webp"))
-    assert len(avifs) == len(webps) >= 4 * 2  # every WebP size has its AVIF twin
+    # 256x192 variations: 3 sizes each (the 2x thumb and the 2x display are both the full image),
+    # the 204x153 draft: 2; every WebP has its AVIF twin
+    assert len(avifs) == len(webps) == 3 * 3 + 2
+    assert {p.with_suffix("") for p in avifs} == {p.with_suffix("") for p in webps}
     with Image.open(avifs[0]) as im:
         assert im.format == "AVIF"
 
@@ -270,7 +286,7 @@ def test_cli_strict_exits_non_zero_only_when_asked(tmp_path):
     aiimg = [sys.executable, "-m", "pipeline.cli", "--config", str(tmp_path / "aiimg.toml")]
     ok = subprocess.run([*aiimg, "build"], cwd=ROOT, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    assert f"{wid}/1.png: cannot read image" in ok.stdout and "made " in ok.stdout
+    assert f"{wid}/1.png: cannot read image" in ok.stdout and "images: 7 encoded" in ok.stdout
     strict = subprocess.run(
         [*aiimg, "build", "--strict", "--output", str(tmp_path / "other")], cwd=ROOT, capture_output=True, text=True
     )
@@ -307,7 +323,7 @@ def test_no_user_text_becomes_a_path_outside_output(tmp_path):
     written = {p.resolve() for p in tmp_path.rglob("*") if p.is_file()} - {
         p.resolve() for p in (tmp_path / "content").rglob("*")
     }
-    assert all(p.is_relative_to(cfg.output_dir.resolve()) for p in written)
+    assert written and all(p.is_relative_to(cfg.output_dir.resolve()) for p in written)
     out = Output(cfg.output_dir)
     for bad in ("../x.html", "/etc/passwd", "a/../../x", "a\\..\\x", ""):
         with pytest.raises(AiimgError):
@@ -331,10 +347,11 @@ def test_pages_follow_their_inputs_and_are_remade_when_deleted(site, tmp_path):
     assert report.images_made == 0
     assert "<h1>Renamed</h1>" in (cfg.output_dir / "works" / newest / "index.html").read_text()
     assert "Renamed" in (cfg.output_dir / "index.html").read_text()  # the tile's caption
-    tag = Content(tmp_path / "content").read_work(newest)["variations"][0]["picks"][0]["value"]
+    tag = recipes_of(tmp_path / "content", newest)[0]["picks"][0]["value"]
     assert "Renamed" in (cfg.output_dir / "tags" / tag / "index.html").read_text()
     assert (cfg.output_dir / "tags/index.html").is_file()  # deleted by hand: made again
-    assert 0 < report.pages_written < 10
+    # its page, the index (its tile), its two tag pages, the tags page (deleted), the feed
+    assert report.pages_written == 6
 
 
 def test_noop_build_stops_at_the_stamp_without_rendering(site, monkeypatch):
@@ -351,7 +368,7 @@ def test_changed_draft_or_deleted_output_file_defeats_the_stamp(site, tmp_path):
     cfg, _ = site
     wid = ids(tmp_path)[0]
     draft = Content(tmp_path / "content").draft(wid)
-    recipe = Content(tmp_path / "content").read_draft(wid)
+    recipe = draft_recipe(tmp_path / "content", wid)
     draft.image.write_bytes(png_bytes(art(recipe["width"], recipe["height"], 4242), recipe))
     assert build_site(cfg).images_made == 1
     victim = next(cfg.output_dir.glob("images/*/*.webp"))
@@ -366,3 +383,60 @@ def test_problems_are_reported_by_every_build_until_fixed(tmp_path):
     cfg = site_config(tmp_path)
     for _ in range(2):
         assert any(f"{wid}/2.png: cannot read image" in p for p in build_site(cfg).problems)
+
+
+def test_originals_are_published_as_copies_never_hard_links(site, tmp_path):
+    cfg, _ = site
+    sources = {p.stat().st_ino for p in (tmp_path / "content").rglob("*.png")}
+    published = sorted(cfg.output_dir.glob("images/*/*.png"))
+    assert len(published) == 24 and not sources & {p.stat().st_ino for p in published}
+    wid = ids(tmp_path)[0]
+    src, copy = tmp_path / f"content/works/{wid}/1.png", next(cfg.output_dir.glob(f"images/{wid}/1-*.png"))
+    before = src.read_bytes()
+    assert copy.read_bytes() == before and src.stat().st_nlink == 1
+    with open(copy, "r+b") as fh:  # what a PNG optimiser run over output/ does: rewrite in place
+        fh.write(b"\x89PNG optimised")
+    assert src.read_bytes() == before  # the creator's art is untouched
+
+
+def test_clean_remakes_everything_and_trusts_no_cache(site, tmp_path, monkeypatch, capsys):
+    cfg, first = site
+    out = cfg.output_dir
+    (out / "CNAME").write_text("gallery.example\n")  # the creator's own file
+    manifest = json.loads((out / MANIFEST).read_text())["files"]
+    good = snapshot(out)
+    webp = next(out.glob("images/*/*.webp"))
+    webp.write_bytes(b"damaged in place")  # same name: a normal build reuses it
+    cache = Content(tmp_path / "content").gallery_cache_path()
+    cache.write_text(json.dumps({k: [*v[:3], "0" * 64] for k, v in json.loads(cache.read_text()).items()}))
+    assert build_site(cfg).noop and webp.read_bytes() == b"damaged in place"
+    removed = []
+    real_unlink = Path.unlink
+    monkeypatch.setattr(Path, "unlink", lambda p, *a, **k: removed.append(p) or real_unlink(p, *a, **k))
+    code, said = run_cli(monkeypatch, capsys, "--config", str(write_config(tmp_path)), "build", "--clean")
+    assert code == 0, said
+    assert f"--clean: removed the {len(manifest)} files of the last build; rebuilt everything" in said
+    assert "images: 24 encoded, 0 skipped as unchanged" in said
+    assert {out / rel for rel in manifest} <= set(removed)  # removed first, then made again
+    assert webp.read_bytes() == good[str(webp.relative_to(out))][0]
+    after = snapshot(out)
+    assert {k: v[0] for k, v in after.items()} == {k: v[0] for k, v in good.items()}  # the same site again
+    assert (out / "CNAME").read_text() == "gallery.example\n"
+    hashes = json.loads(cache.read_text())
+    assert len(hashes) == 24 and "0" * 64 not in {v[3] for v in hashes.values()}  # hashed again
+
+
+def test_the_report_says_what_was_skipped_and_why(site, tmp_path):
+    cfg, first = site
+    noop = build_site(cfg).summary()
+    assert "nothing to do: content, settings and templates are as the last build left them" in noop
+    assert "skipped 6 works, 24 images and 26 files as unchanged (aiimg build --clean rebuilds everything)" in noop
+    wid = ids(tmp_path)[1]
+    recipe = recipes_of(tmp_path / "content", wid)[1]
+    (tmp_path / "content/works" / wid / "2.png").write_bytes(
+        png_bytes(art(recipe["width"], recipe["height"], 5), recipe)
+    )
+    summary = build_site(cfg).summary()
+    assert "6 works: 1 built, 5 skipped as unchanged" in summary
+    assert "images: 1 encoded, 23 skipped as unchanged (same source and settings)" in summary
+    assert "files: 1 written, 25 unchanged, 4 removed" in summary  # its page; its old image files

@@ -12,63 +12,90 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.content import Content, atomic_write_json
-from pipeline.errors import AiimgError
+from pipeline.content import Content
+from pipeline.files import clean_temp
 from pipeline.gallery import stamp
 from pipeline.gallery.collect import collect
-from pipeline.gallery.output import Output, read_manifest, write_manifest
+from pipeline.gallery.output import Output, clean_debris, forget_manifest, read_manifest, write_manifest
 
 __all__ = ["build_site", "serve", "BuildReport"]
+
+NOOP_WHY = "content, settings and templates are as the last build left them, and its files are all there"
 
 
 @dataclass
 class BuildReport:
     output: Path
     works: int = 0
+    works_unchanged: int = 0
     images_made: int = 0
     images_reused: int = 0
     pages_written: int = 0
     pages_unchanged: int = 0
     removed: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    noop: bool = False  # stopped at the stamp: nothing read has changed
+    cleaned: int | None = None  # --clean: how many files of the last build were removed first
 
     def summary(self) -> str:
-        made = self.images_made + self.pages_written
-        reused = self.images_reused + self.pages_unchanged
         lines = [f"problem: {p}" for p in self.problems]
+        if self.cleaned is not None:
+            lines.append(f"--clean: removed the {self.cleaned} files of the last build; rebuilt everything")
         lines += [
             f"removed {rel[: -len('index.html')]}"
             for rel in self.removed
             if rel.startswith("works/") and rel.endswith("/index.html")
         ]
-        lines.append(
-            f"{self.works} works: made {made}, reused {reused}, removed {len(self.removed)} "
-            f"({self.images_made} images encoded, {self.images_reused} reused; "
-            f"{self.pages_written} files written, {self.pages_unchanged} unchanged)"
-        )
+        lines += self._noop_lines() if self.noop else self._count_lines()
         lines.append(f"open {self.output / 'index.html'} (or preview it: aiimg serve)")
         return "\n".join(lines)
 
+    def _noop_lines(self) -> list[str]:
+        return [
+            f"nothing to do: {NOOP_WHY}",
+            f"skipped {self.works} works, {self.images_reused} images and {self.pages_unchanged} files as unchanged "
+            f"(aiimg build --clean rebuilds everything)",
+        ]
 
-def build_site(cfg) -> BuildReport:
-    """Build (or bring up to date) the site in cfg.output_dir; never raises for bad content."""
+    def _count_lines(self) -> list[str]:
+        return [
+            f"{self.works} works: {self.works - self.works_unchanged} built, "
+            f"{self.works_unchanged} skipped as unchanged",
+            f"images: {self.images_made} encoded, {self.images_reused} skipped as unchanged (same source and settings)",
+            f"files: {self.pages_written} written, {self.pages_unchanged} unchanged, {len(self.removed)} removed",
+        ]
+
+
+def build_site(cfg, clean: bool = False) -> BuildReport:
+    """Build (or bring up to date) the site in cfg.output_dir; never raises for bad content
+    (only AiimgError for what stops any build: a full disk, a folder it cannot write).
+    ``clean``: remove what the last build made and rebuild everything, trusting no cache."""
+    content, report = Content(cfg.content_dir), BuildReport(Path(cfg.output_dir))
+    clean_debris(cfg.output_dir)  # a killed build's temp files are never published
+    clean_temp(content.state_dir, depth=0)  # nor left beside the caches
     previous = read_manifest(cfg.output_dir)
-    out, content = Output(cfg.output_dir, previous["pages"]), Content(cfg.content_dir)
-    report = BuildReport(out.root)
+    if clean:
+        report.cleaned = _start_afresh(cfg.output_dir, previous["files"], content)
+        previous = read_manifest(cfg.output_dir)
     # 0. nothing the last build read has changed and its output is all there: stop here
     works_rows = stamp.works_snapshot(content)
     last = stamp.unchanged(cfg, content, works_rows, previous)
     if last:
         return _nothing_to_do(report, last)
+    stamp.forget(content)  # a build that stops half-way must not leave the last one's stamp
+    _build(cfg, content, previous, works_rows, report, {} if clean else read_hashes(content))
+    return report
+
+
+def _build(cfg, content: Content, previous: dict, works_rows: list, report: BuildReport, hashes: dict) -> None:
     from pipeline.gallery.images import encode_all  # Pillow and Jinja: only when building
     from pipeline.gallery.render import render_site
 
+    out = Output(cfg.output_dir, previous["pages"])
     # 1. read the works (and their drafts) from content/
     works = collect(content, report.problems)
-    drafts = [str(w.draft.picture.src.parent.relative_to(content.root)) for w in works if w.draft]
     # 2. encode the images whose source or settings changed, in parallel; reuse the rest
-    pictures = [v.picture for w in works for v in (*w.variations, *([w.draft] if w.draft else []))]
-    hashes = read_hashes(content)
+    pictures = [p for w in works for p in w.pictures]
     images = encode_all(pictures, cfg.site, out, previous["sources"], hashes, report.problems)
     write_hashes(content, hashes, pictures)
     # 3. drop what could not be read: a work needs at least one readable variation
@@ -78,24 +105,33 @@ def build_site(cfg) -> BuildReport:
     # 5. delete what the last build made and this one did not, then record this build
     report.removed = out.remove_stale(previous["files"])
     write_manifest(out, images["sources"])
-    report.works, report.images_made, report.images_reused = len(works), images["made"], images["reused"]
+    written = set(out.written)
+    encoded = images["encoded"]
+    updated = [w for w in works if f"works/{w.id}/index.html" in written or any(p.slot in encoded for p in w.pictures)]
+    report.works, report.works_unchanged = len(works), len(works) - len(updated)
+    report.images_made, report.images_reused = images["made"], images["reused"]
     report.pages_written, report.pages_unchanged = len(out.written), len(out.unchanged)
     # 6. remember what this build read, so that the next one can stop at step 0
-    if report.problems:
-        stamp.forget(content)  # the next build must report them again
-    else:
-        stamp.save(
-            cfg,
-            content,
-            works_rows,
-            drafts,
-            {"works": report.works, "images": len(images["sources"]), "pages": len(out.written) + len(out.unchanged)},
-        )
-    return report
+    if not report.problems:  # one with problems leaves no stamp: the next build reports them again
+        drafts = [w.draft_id for w in works if w.draft]
+        counts = {"works": report.works, "images": len(images["sources"]), "pages": len(written) + len(out.unchanged)}
+        stamp.save(cfg, content, works_rows, drafts, counts)
+
+
+def _start_afresh(root: Path, previous_files: list[str], content: Content) -> int:
+    """--clean: delete every file the last build made, its manifest and the gallery's caches."""
+    removed = Output(root).remove_stale(previous_files)
+    forget_manifest(root)
+    stamp.forget(content)
+    with contextlib.suppress(FileNotFoundError):
+        content.gallery_cache_path().unlink()
+    return len(removed)
 
 
 def _nothing_to_do(report: BuildReport, last: dict) -> BuildReport:
-    report.works, report.images_reused = last.get("works", 0), last.get("images", 0)
+    report.noop = True
+    report.works = report.works_unchanged = last.get("works", 0)
+    report.images_reused = last.get("images", 0)
     report.pages_unchanged = last.get("pages", 0)
     return report
 
@@ -109,13 +145,11 @@ def read_hashes(content: Content) -> dict:
 
 
 def write_hashes(content: Content, hashes: dict, pictures: list) -> None:
-    """Keep the entries of today's sources only; a read-only content/ just means no cache."""
+    """Keep the entries of today's sources only."""
     keep = {str(p.src): hashes[str(p.src)] for p in pictures if str(p.src) in hashes}
     if keep == hashes and content.gallery_cache_path().is_file():
         return
-    with contextlib.suppress(AiimgError, OSError):
-        content.state_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(content.gallery_cache_path(), keep)
+    stamp.write_cache(content.gallery_cache_path(), keep)
 
 
 def _readable(works: list) -> list:

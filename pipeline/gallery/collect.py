@@ -39,6 +39,11 @@ class Picture:
     def ok(self) -> bool:
         return bool(self.meta)
 
+    @property
+    def slot(self) -> str:
+        """Its key in the manifest's sources: ``images/<id>/<stem>``."""
+        return f"{self.out_dir}/{self.stem}"
+
 
 @dataclass
 class Variation:
@@ -56,10 +61,16 @@ class Work:
     tags: list[str]
     variations: list[Variation]
     draft: Variation | None  # the txt2img image it came from (None when gone)
+    draft_id: str = ""  # that draft's id (work.json's "draft"), even when it is gone
 
     @property
     def cover(self) -> Variation:
         return self.variations[0]
+
+    @property
+    def pictures(self) -> list[Picture]:
+        """Every image the work shows: its variations, then its draft."""
+        return [v.picture for v in (*self.variations, *([self.draft] if self.draft else []))]
 
 
 def collect(content: Content, problems: list[str]) -> list[Work]:
@@ -74,32 +85,33 @@ def collect(content: Content, problems: list[str]) -> list[Work]:
 
 def _read_work(content: Content, work_id: str, problems: list[str]) -> Work | None:
     try:
-        data = content.read_work(check_id(work_id))
-        variations = _variations(content, work_id, data, problems)
+        record = content.read_work(check_id(work_id))
+        variations = _variations(content, work_id, record.variations, problems)
     except AiimgError as exc:
         problems.append(f"{exc}; work skipped")
         return None
     if not variations:
         return None  # no variation yet: nothing to publish
     meta = _read_meta(content, work_id, problems)
-    return _work(work_id, variations, _draft(content, work_id, data, problems), meta)
+    draft_id = record.draft or work_id
+    work = _work(work_id, variations, _draft(content, work_id, draft_id, problems), meta)
+    work.draft_id = draft_id
+    return work
 
 
-def _variations(content: Content, work_id: str, data: dict, problems: list[str]) -> list[Variation]:
+def _variations(content: Content, work_id: str, recipes: list, problems: list[str]) -> list[Variation]:
     out = []
-    for recipe in data.get("variations", []):
-        if not isinstance(recipe, dict):
-            raise AiimgError(f"{content.work_folder(work_id) / 'work.json'}: a variation is not an object")
-        src = content.variation_path(work_id, recipe.get("file"))
+    for recipe in recipes:
+        src = content.variation_path(work_id, recipe.file)
         if not src.is_file():
             problems.append(f"{src}: missing; variation skipped")
             continue
-        out.append(Variation(recipe, Picture(src, f"images/{work_id}", Path(recipe["file"]).stem)))
+        # the pages show the recipe as it is on disk, keys of other stages included
+        out.append(Variation(recipe.to_json(), Picture(src, f"images/{work_id}", src.stem)))
     return sorted(out, key=lambda v: int(v.picture.stem))
 
 
-def _draft(content: Content, work_id: str, data: dict, problems: list[str]) -> Variation | None:
-    draft_id = data.get("draft", work_id)
+def _draft(content: Content, work_id: str, draft_id: str, problems: list[str]) -> Variation | None:
     try:
         draft = content.draft(check_id(draft_id))
         recipe = content.read_draft(draft_id)
@@ -109,7 +121,7 @@ def _draft(content: Content, work_id: str, data: dict, problems: list[str]) -> V
     if not draft.image.is_file():
         problems.append(f"{draft.image}: missing; work {work_id} shown without its draft")
         return None
-    return Variation(recipe, Picture(draft.image, f"images/{work_id}", "draft"))
+    return Variation(recipe.to_json(), Picture(draft.image, f"images/{work_id}", "draft"))
 
 
 def _read_meta(content: Content, work_id: str, problems: list[str]) -> dict:

@@ -7,13 +7,19 @@ For one source ``works/<id>/<n>.png`` (or the draft, stem ``draft``) the build w
                                   display sizes at 1x and 2x of [site] image_width (never
                                   larger than the source)
     <stem>-<key>-<width>.avif     the same sizes, when [site] avif = true
-    <stem>-<key>.png              the original (a hard link or copy; re-saved without the
-                                  A1111 ``parameters`` chunk when [site] strip_metadata = true)
+    <stem>-<key>.png              the original: a copy, never a hard link (a tool that optimises
+                                  PNGs in output/ in place must not rewrite the creator's source);
+                                  re-saved without the A1111 ``parameters`` chunk when
+                                  [site] strip_metadata = true
 
 ``key`` is 12 hex of sha256(source bytes + image settings + encoder version): a file name
 changes exactly when its bytes would, so the names are safe to cache forever, and an image is
 re-encoded only when its source or the settings changed (the manifest remembers each key).
 Encoder parameters are fixed, so the same source gives the same bytes on every build.
+
+A source Pillow cannot read is a problem of the content: it is reported and skipped. A file
+that cannot be written (a full disk) is not: the worker raises the AiimgError of
+:mod:`pipeline.files` and the build stops with it.
 """
 
 from __future__ import annotations
@@ -22,16 +28,19 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+import click
 import PIL
 from PIL import Image
 
+from pipeline.errors import AiimgError
+from pipeline.files import atomic_copy, atomic_write_bytes
 from pipeline.gallery.collect import Picture
-from pipeline.gallery.output import Output, write_file
+from pipeline.gallery.output import Output
 
 ENCODER_VERSION = 2  # bump when the encoding below changes: every image is re-encoded once
 # libwebp effort 0..6. Measured on ~1 MP art: method 2 makes files as small as Pillow's
@@ -53,8 +62,9 @@ def settings_of(site) -> dict:
 
 
 def encode_all(pictures: list[Picture], site, out: Output, previous: dict, hashes: dict, problems: list[str]) -> dict:
-    """Fill every picture's ``meta``; returns {"made": n, "reused": n, "sources": manifest part}.
-    ``hashes`` is the cache of source digests (see :func:`hash_files`), updated in place."""
+    """Fill every picture's ``meta``; returns {"made": n, "reused": n, "sources": manifest part,
+    "encoded": slots encoded now}. ``hashes`` is the cache of source digests (see
+    :func:`hash_files`), updated in place; ``previous`` empty re-encodes every image."""
     settings = settings_of(site)
     digests = hash_files([p.src for p in pictures], hashes)
     settings_text = json.dumps(settings, sort_keys=True)
@@ -62,22 +72,19 @@ def encode_all(pictures: list[Picture], site, out: Output, previous: dict, hashe
     jobs, reused = [], 0
     for pic in pictures:
         key = keys[pic.src]
-        old = previous.get(_slot(pic), {})
+        old = previous.get(pic.slot, {})
         if old.get("key") == key and all(out.exists(f) for f in files_of(old.get("meta", {}))):
             pic.meta = old["meta"]
             reused += 1
         else:
             jobs.append((pic, key))
     _run(jobs, settings, out.root, problems)
-    sources = {_slot(p): {"key": keys[p.src], "meta": p.meta} for p in pictures if p.ok}
+    sources = {p.slot: {"key": keys[p.src], "meta": p.meta} for p in pictures if p.ok}
     for pic in pictures:
         for rel in files_of(pic.meta):
             out.keep(rel)
-    return {"made": sum(1 for p, _ in jobs if p.ok), "reused": reused, "sources": sources}
-
-
-def _slot(pic: Picture) -> str:
-    return f"{pic.out_dir}/{pic.stem}"
+    encoded = {p.slot for p, _ in jobs if p.ok}
+    return {"made": len(encoded), "reused": reused, "sources": sources, "encoded": encoded}
 
 
 def files_of(meta: dict) -> list[str]:
@@ -134,39 +141,37 @@ def _key(digest: str, settings_text: str) -> str:
 def _run(jobs: list[tuple[Picture, str]], settings: dict, root: Path, problems: list[str]) -> None:
     if not jobs:
         return
-    from concurrent.futures import ProcessPoolExecutor  # multiprocessing: only when there is work
-
     args = [(str(p.src), str(root), p.out_dir, p.stem, key, settings) for p, key in jobs]
-    bar = Progress(len(jobs), "images")
-    with ProcessPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
-        futures = {pool.submit(encode_one, *a): pic for a, (pic, _) in zip(args, jobs)}
-        for future in as_completed(futures):
-            result = future.result()
+    # a bar on a terminal only: logs and CI output stay free of carriage returns
+    bar = click.progressbar(length=len(jobs), label="images", file=sys.stderr, hidden=not sys.stderr.isatty())
+    with bar:
+        for pic, result in _results(args, [p for p, _ in jobs]):
             if "error" in result:
                 problems.append(result["error"])
             else:
-                futures[future].meta = result
-            bar.step()
-    bar.done()
+                pic.meta = result
+            bar.update(1)
 
 
-class Progress:
-    """A one-line progress bar on stderr, only when it is a terminal (logs stay clean)."""
+def _results(args: list[tuple], pictures: list[Picture]) -> Iterator[tuple[Picture, dict]]:
+    """(picture, encode_one's result) as each is done. One image is encoded here: starting a
+    pool of processes would cost more than it (a single new variation while serving)."""
+    if len(args) == 1 or (os.cpu_count() or 1) == 1:
+        for a, pic in zip(args, pictures):
+            yield pic, encode_one(*a)
+        return
+    from concurrent.futures import ProcessPoolExecutor  # multiprocessing: only when there is work
+    from concurrent.futures.process import BrokenProcessPool
 
-    def __init__(self, total: int, label: str):
-        self.total, self.label, self.n = total, label, 0
-        self.live = sys.stderr.isatty()
-
-    def step(self) -> None:
-        self.n += 1
-        if self.live:
-            filled = int(30 * self.n / self.total)
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self.n}/{self.total}")
-            sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.live:
-            sys.stderr.write("\n")
+    with ProcessPoolExecutor(min(len(args), os.cpu_count() or 1)) as pool:
+        futures = {pool.submit(encode_one, *a): pic for a, pic in zip(args, pictures)}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BrokenProcessPool as exc:
+            raise AiimgError("an image encoding process died (out of memory? killed?); run the build again") from exc
+        finally:  # a full disk stops the build now, not after encoding every image queued
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 # -- one image (runs in a worker process) ----------------------------------------------------
@@ -239,7 +244,7 @@ def _save(image: Image.Image, root: str, rel: str, fmt: str, settings: dict) -> 
         image.save(buf, "WEBP", quality=settings["webp_quality"], method=WEBP_METHOD, exact=False)
     else:
         image.save(buf, "AVIF", quality=AVIF_QUALITY, speed=AVIF_SPEED, max_threads=1)
-    write_file(Path(root) / rel, buf.getvalue())
+    atomic_write_bytes(Path(root) / rel, buf.getvalue(), durable=False)
     return [rel, image.width, image.height]
 
 
@@ -250,14 +255,8 @@ def _colour(image: Image.Image) -> str:
 
 def _publish_original(src: str, data: bytes | None, root: str, rel: str) -> str:
     dest = Path(root) / rel
-    if data is not None:
-        write_file(dest, data)
-        return rel
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        os.link(src, tmp)  # no copy when output/ is on the same disk as content/
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    if data is None:
+        atomic_copy(Path(src), dest)
+    else:
+        atomic_write_bytes(dest, data, durable=False)
     return rel

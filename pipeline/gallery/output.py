@@ -17,26 +17,30 @@ go unrendered (its inputs, the templates and the settings are all in its key).
 
 Every path is relative to output/ and checked by :meth:`Output.path` before use: no ``..``,
 no absolute path, nothing that resolves outside output/.
+
+Every write goes through :mod:`pipeline.files` (temp file + rename, not fsynced: output/ is
+rebuilt from content/ at will). A killed build leaves only temp files (``.<name>.<pid>-<token>.tmp``);
+:func:`clean_debris` removes them before the next build, so they are never published.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
 
 from pipeline.errors import AiimgError
+from pipeline.files import atomic_write_bytes, clean_temp
 
 MANIFEST = ".aiimg-build.json"
 FORMAT = 1
+DEPTH = 4  # the deepest folder a build writes to: tags/<slug>/page/<n>/ (images/<id>/ is 2)
 
 
-def write_file(path: Path, data: bytes) -> None:
-    """Atomic (temp + rename) but not fsynced: output/ is rebuilt from content/ at will."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def clean_debris(root: Path) -> int:
+    """Remove the temp files of killed builds from output/ (and its folders); returns how many."""
+    return clean_temp(Path(root), DEPTH)
 
 
 class Output:
@@ -98,7 +102,7 @@ class Output:
                 return
         except OSError:
             pass
-        write_file(full, data)
+        atomic_write_bytes(full, data, durable=False)
         self.written.append(rel)
 
     def remove_stale(self, previous_files: list[str]) -> list[str]:
@@ -116,7 +120,8 @@ class Output:
     def _prune(self, folder: Path) -> None:
         root = self.root.resolve()
         while folder.resolve() != root and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+            with contextlib.suppress(OSError):  # an empty folder left behind is harmless
+                folder.rmdir()
             folder = folder.parent
 
 
@@ -136,4 +141,10 @@ def write_manifest(out: Output, sources: dict) -> None:
     text = (json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n").encode()  # C encoder: fast
     path = out.root / MANIFEST
     if not path.is_file() or path.read_bytes() != text:  # a no-op build touches nothing
-        write_file(path, text)
+        atomic_write_bytes(path, text, durable=False)
+
+
+def forget_manifest(root: Path) -> None:
+    """--clean: the next build trusts nothing the last one made."""
+    with contextlib.suppress(FileNotFoundError):
+        (Path(root) / MANIFEST).unlink()

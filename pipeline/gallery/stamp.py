@@ -2,7 +2,7 @@
 
 ``content/.aiimg/gallery-stamp.json`` (written after a build without problems; safe to delete)::
 
-    {"stamp": "<sha256>", "drafts": ["drafts/2026-11-25/<id>", ...],
+    {"stamp": "<sha256>", "drafts": ["<draft id>", ...],
      "works": 300, "images": 1200, "pages": 355}     (counts for the report)
 
 The stamp hashes aiimg's and Pillow's versions, the [site] settings, the output folder, the
@@ -19,8 +19,10 @@ runs never hides behind the stamp: it differs from the snapshot and the next bui
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import logging
 import os
 from importlib import resources
 from pathlib import Path
@@ -28,9 +30,12 @@ from pathlib import Path
 import PIL
 
 from pipeline import __version__
-from pipeline.content import Content, atomic_write_json
+from pipeline.content import Content
 from pipeline.errors import AiimgError
+from pipeline.files import atomic_write_json
 from pipeline.gallery.output import Output
+
+log = logging.getLogger("aiimg.gallery")
 
 
 def works_snapshot(content: Content) -> list:
@@ -39,13 +44,14 @@ def works_snapshot(content: Content) -> list:
 
 
 def stamp(cfg, content: Content, works_rows: list, drafts: list[str]) -> str:
+    """``drafts``: the ids of the drafts the build published (an AiimgError for a bad id)."""
     h = hashlib.sha256(
         json.dumps(
             [__version__, PIL.__version__, dataclasses.asdict(cfg.site), str(cfg.output_dir), works_rows]
         ).encode()
     )
-    for rel in drafts:
-        h.update(json.dumps(_listing(content.root / rel, content.root)).encode())
+    for draft_id in drafts:
+        h.update(json.dumps(_listing(content.draft_folder(draft_id), content.root)).encode())
     for path in template_files():
         h.update(str(path).encode() + path.read_bytes())
     return h.hexdigest()
@@ -54,7 +60,10 @@ def stamp(cfg, content: Content, works_rows: list, drafts: list[str]) -> str:
 def unchanged(cfg, content: Content, works_rows: list, manifest: dict) -> dict | None:
     """The last build's record when nothing it read changed and its files are all there."""
     record = read(content)
-    if not record or record.get("stamp") != stamp(cfg, content, works_rows, record.get("drafts", [])):
+    try:
+        if not record or record.get("stamp") != stamp(cfg, content, works_rows, record.get("drafts", [])):
+            return None
+    except (AiimgError, TypeError):  # a stamp of an older aiimg, or edited by hand: just build
         return None
     out = Output(cfg.output_dir)
     if not manifest["files"] or not all(out.exists(rel) for rel in manifest["files"]):
@@ -64,11 +73,18 @@ def unchanged(cfg, content: Content, works_rows: list, manifest: dict) -> dict |
 
 def save(cfg, content: Content, works_rows: list, drafts: list[str], counts: dict) -> None:
     record = {"stamp": stamp(cfg, content, works_rows, drafts), "drafts": drafts, **counts}
+    write_cache(content.gallery_stamp_path(), record)
+
+
+def write_cache(path: Path, data: dict) -> None:
+    """A cache in content/.aiimg: without it the next build is slower, never wrong, so a
+    failure to write it is said (quietly for a read-only content/, a choice) and the build goes on."""
     try:
-        content.state_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(content.gallery_stamp_path(), record)
-    except (AiimgError, OSError):  # a read-only content/ only means no shortcut next time
-        pass
+        atomic_write_json(path, data, durable=False)
+    except AiimgError as exc:
+        cause = exc.__cause__
+        chosen = isinstance(cause, OSError) and cause.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+        log.log(logging.DEBUG if chosen else logging.WARNING, "%s (a cache only: the next build will be slower)", exc)
 
 
 def forget(content: Content) -> None:

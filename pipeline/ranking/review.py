@@ -287,10 +287,7 @@ def review_command(cfg) -> None:
     stop = threading.Event()
     if cfg.score.enabled:
         background_scoring(server.review, stop)
-    print(
-        f"aiimg review: http://127.0.0.1:{server.server_address[1]}/  (private to this machine; Ctrl-C stops)",
-        flush=True,
-    )
+    log.info("aiimg review: http://127.0.0.1:%d/  (private to this machine; Ctrl-C stops)", server.server_address[1])
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
