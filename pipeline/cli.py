@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -19,6 +20,11 @@ from pipeline import config as config_mod
 from pipeline.errors import AiimgError
 
 log = logging.getLogger("aiimg.cli")
+
+
+def say(text: str) -> None:
+    """A command's report of what it did: on the terminal unless -q, and in the log file."""
+    log.info("%s", text)
 
 
 class Ctx:
@@ -137,7 +143,7 @@ def init(directory):
     Files already there are kept, never overwritten."""
     from pipeline import scaffold
 
-    click.echo(scaffold.init(directory).summary())
+    say(scaffold.init(directory).summary())
 
 
 # -- the gallery (no torch) -------------------------------------------------------------------
@@ -157,7 +163,7 @@ def build(obj, output, base_url, strict, clean):
     if output:
         overrides["output"] = str(Path(output).resolve())
     report = gallery.build_site(obj.config(**overrides), clean=clean)
-    click.echo(report.summary())
+    say(report.summary())
     if strict and report.problems:
         raise AiimgError(f"{len(report.problems)} problem(s) in content (see above); built anyway")
 
@@ -185,7 +191,7 @@ def rank(obj, learn, evaluate, rescore):
     """Score drafts (incrementally) so the good compositions come first."""
     from pipeline import ranking
 
-    click.echo(ranking.rank_command(obj.config(), learn=learn, evaluate=evaluate, rescore=rescore))
+    say(ranking.rank_command(obj.config(), learn=learn, evaluate=evaluate, rescore=rescore))
 
 
 @cli.command()
@@ -222,7 +228,8 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # a bug: the traceback goes to the log, the user gets where to find it
-        log.debug("unexpected error", exc_info=True)
+        if logging.getLogger(logs.ROOT).isEnabledFor(logging.DEBUG):
+            traceback.print_exc()
         where = logs.traceback_to_file(f"unexpected {type(exc).__name__} in: aiimg {' '.join(sys.argv[1:])}")
         click.echo(
             f"aiimg: internal error: {type(exc).__name__}: {exc}"
