@@ -1,10 +1,14 @@
-"""Load diffusers pipelines: hub repo id (local cache only), local folder, single checkpoint
-file, or ``tiny``.
+"""Load diffusers pipelines: hub repo id (local cache only), local diffusers folder, single
+checkpoint file, ``tiny`` or ``tiny-xl``.
 
-``tiny`` is a randomly initialised Stable Diffusion with diffusers' own test recipe (see
-FIELD_NOTES), built on this machine with no download on first use and cached outside the repo
-in ``$AIIMG_CACHE`` (default ``~/.cache/aiimg``)/``tiny-v1``; seeded, so every machine builds
-the same weights. Its images are noise; the code path is the real one.
+A single ``.safetensors``/``.ckpt`` (SD 1.5, SD 2.x, SDXL in the original A1111/LDM layout) loads
+with nothing else and no network: pipeline/checkpoints.py detects its kind and supplies the
+config folder; ``[model] config`` overrides it (a diffusers config folder or a kind name).
+
+``tiny`` (SD 1.x) and ``tiny-xl`` (SDXL) are randomly initialised models built with diffusers' own
+test recipes (see FIELD_NOTES) and the real CLIP vocabulary, on this machine with no download on
+first use, cached outside the repo in ``$AIIMG_CACHE`` (default ``~/.cache/aiimg``); seeded, so
+every machine builds the same weights. Their images are noise; the code path is the real one.
 
 torch and diffusers are imported inside functions only: importing diffusers costs seconds.
 """
@@ -17,13 +21,15 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import ModelError
 
 TINY = "tiny"
-TINY_VERSION = "tiny-v1"
+TINY_VERSION = "tiny-v2"  # v2: the real 49408-entry CLIP vocabulary
+TINY_XL = "tiny-xl"
+TINY_XL_VERSION = "tiny-xl-v1"
 
 
 @dataclass
@@ -35,6 +41,12 @@ class Loaded:
     name: str
     hash: str
     device: str
+    kind: str = "sd1"  # "sd1" | "sd2" | "sdxl": how the prompt encoder must talk to it
+    vae: dict = field(default_factory=dict)  # {"name", "hash"} of a [model] vae replacing the checkpoint's
+    # what conditioning.py keeps between images: LoRA adapters, the scheduler as loaded, the sampler set
+    adapters: object = None
+    base_scheduler: object = None
+    sampler_key: tuple = ()
 
     @property
     def scheduler(self) -> str:
@@ -53,13 +65,45 @@ def load(model_cfg) -> Loaded:
 
     device = pick_device(model_cfg.device)
     dtype = torch.float16 if device == "cuda" else torch.float32
-    t2i, name, digest = _load_txt2img(model_cfg, dtype)
+    t2i, name, digest, kind = _load_txt2img(model_cfg, dtype)
     _set_scheduler(t2i, model_cfg.scheduler)
+    vae = _replace_vae(t2i, model_cfg.vae, dtype) if model_cfg.vae else {}
     t2i.to(device)
     t2i.set_progress_bar_config(disable=True)
     i2i = AutoPipelineForImage2Image.from_pipe(t2i)
     i2i.set_progress_bar_config(disable=True)
-    return Loaded(t2i, i2i, name, digest, device)
+    return Loaded(t2i, i2i, name, digest, device, kind, vae)
+
+
+def _replace_vae(pipe, spec: str, dtype) -> dict:
+    """``[model] vae``: a diffusers VAE folder, or a single file read with the model's own VAE config."""
+    from diffusers import AutoencoderKL
+
+    from pipeline import resources
+
+    found = resources.vae_file(spec)
+    try:
+        if found.is_folder:
+            vae = AutoencoderKL.from_pretrained(found.path, dtype=dtype)
+        else:
+            config = (
+                cache_dir()
+                / "vae-configs"
+                / hashlib.sha256(json.dumps(dict(pipe.vae.config), sort_keys=True, default=str).encode()).hexdigest()[
+                    :12
+                ]
+            )
+            if not (config / "config.json").is_file():
+                pipe.vae.save_config(config)
+            vae = AutoencoderKL.from_single_file(
+                str(found.path), config=str(config), dtype=dtype, local_files_only=True
+            )
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelError(
+            f"[model] vae = {spec!r}: cannot load ({_first_line(exc)}); is it a VAE for this model?"
+        ) from None
+    pipe.vae = vae
+    return {"name": found.name, "hash": found.hash}
 
 
 def pick_device(wanted: str) -> str:
@@ -77,21 +121,35 @@ def pick_device(wanted: str) -> str:
 
 
 def _load_txt2img(model_cfg, dtype):
+    """(pipeline, name, hash, kind) for whatever ``[model] id`` names."""
     ident = model_cfg.id
-    if ident == TINY:
-        folder = ensure_tiny()
-        return _from_folder(folder, dtype), TINY, folder_hash(folder)
+    if ident in _TINY_BUILDS:
+        folder = _TINY_BUILDS[ident]()
+        pipe = _from_folder(folder, dtype)
+        return pipe, ident, folder_hash(folder), family(pipe)
     path = Path(ident).expanduser()
     if path.suffix in (".safetensors", ".ckpt"):
-        return _from_single_file(path, model_cfg.config, dtype), path.stem, file_hash(path)
+        from pipeline import checkpoints
+
+        pipe, kind = checkpoints.load(path, model_cfg.config, dtype)
+        return pipe, path.stem, file_hash(path), kind
     if path.is_dir():
-        return _from_folder(path, dtype), path.name, folder_hash(path)
+        pipe = _from_folder(path, dtype)
+        return pipe, path.name, folder_hash(path), family(pipe)
     if path.exists() or ident.startswith((".", "/", "~")):
         raise ModelError(
             f"[model] id = {ident!r}: not a diffusers folder (with model_index.json), "
-            f'a .safetensors/.ckpt file, a hub repo id or "tiny"'
+            f'a .safetensors/.ckpt file, a hub repo id, "tiny" or "tiny-xl"'
         )
-    return _from_hub(ident, dtype)
+    pipe, name, digest = _from_hub(ident, dtype)
+    return pipe, name, digest, family(pipe)
+
+
+def family(pipe) -> str:
+    """The family: two text encoders make "sdxl", OpenCLIP ViT-H's 1024-wide one "sd2", else "sd1"."""
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        return "sdxl"
+    return "sd2" if pipe.text_encoder.config.hidden_size == 1024 else "sd1"
 
 
 def _from_folder(folder: Path, dtype):
@@ -120,35 +178,6 @@ def _from_hub(repo: str, dtype):
 
     folder = Path(snapshot_download(repo, local_files_only=True))
     return pipe, repo.split("/")[-1], folder_hash(folder)
-
-
-def _from_single_file(path: Path, config: str, dtype):
-    if not path.is_file():
-        raise ModelError(f"[model] id = {str(path)!r}: file not found")
-    if not config:
-        raise ModelError(
-            f"{path}: a single-file checkpoint needs [model] config = a local diffusers "
-            f"config folder (e.g. a download of stable-diffusion-v1-5 without weights): "
-            f"offline, diffusers cannot fetch it"
-        )
-    cls = _single_file_class(path)
-    try:
-        return cls.from_single_file(str(path), config=config, dtype=dtype, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: cannot load with config {config!r}: {_first_line(exc)}") from None
-
-
-def _single_file_class(path: Path):
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
-    keys: set = set()
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as fh:
-            keys = set(fh.keys())
-    sdxl = any(k.startswith("conditioner.embedders.1") for k in keys)
-    return StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
 
 
 def _no_safety(folder: Path) -> dict:
@@ -211,31 +240,44 @@ def _read_index(path: Path) -> dict:
         return {}
 
 
-# -- the tiny model ---------------------------------------------------------------------------
+# -- the tiny models --------------------------------------------------------------------------
 
 
-def ensure_tiny() -> Path:
-    """Build the tiny model once (atomically: a killed build leaves nothing half-made)."""
-    folder = cache_dir() / TINY_VERSION
+def build_once(folder: Path, fill) -> Path:
+    """``fill(tmp)`` a temporary sibling, then rename it to ``folder``: a killed build leaves nothing
+    half-made, and a concurrent builder that wins leaves the same content."""
     if (folder / "model_index.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        build_tiny().save_pretrained(tmp, safe_serialization=True)
+        fill(tmp)
         with contextlib.suppress(OSError):
-            os.replace(tmp, folder)  # a concurrent builder may have won: same weights
+            os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def ensure_tiny() -> Path:
+    return build_once(cache_dir() / TINY_VERSION, lambda tmp: build_tiny().save_pretrained(tmp))
+
+
+def ensure_tiny_xl() -> Path:
+    return build_once(cache_dir() / TINY_XL_VERSION, lambda tmp: build_tiny_xl().save_pretrained(tmp))
+
+
+_TINY_BUILDS = {TINY: ensure_tiny, TINY_XL: ensure_tiny_xl}
 
 
 def build_tiny():
     """diffusers' get_dummy_components recipe, with a 4-block VAE so latents are H/8 like SD."""
     _quiet()
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from pipeline.encoding.vocab import clip_tokenizer
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -250,29 +292,6 @@ def build_tiny():
         norm_num_groups=2,
         attention_head_dim=2,
     )
-    vae = AutoencoderKL(
-        block_out_channels=(4, 4, 8, 8),
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        norm_num_groups=2,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-    )
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=2,
-            hidden_size=32,
-            intermediate_size=37,
-            layer_norm_eps=1e-05,
-            num_attention_heads=2,
-            num_hidden_layers=2,
-            pad_token_id=1,
-            vocab_size=_VOCAB_SIZE,
-            max_position_embeddings=77,
-        )
-    )
     scheduler = PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -283,9 +302,9 @@ def build_tiny():
     )
     return StableDiffusionPipeline(
         unet=unet,
-        vae=vae,
-        text_encoder=text,
-        tokenizer=tiny_tokenizer(),
+        vae=_tiny_vae(0.18215),
+        text_encoder=CLIPTextModel(_tiny_clip_config(32, "quick_gelu")),
+        tokenizer=clip_tokenizer(),
         scheduler=scheduler,
         safety_checker=None,
         feature_extractor=None,
@@ -293,21 +312,82 @@ def build_tiny():
     )
 
 
-def tiny_tokenizer():
-    """A byte-level CLIP tokenizer from in-memory vocab (transformers 5 ignores vocab_file=)."""
-    from transformers import CLIPTokenizer
+def build_tiny_xl():
+    """diffusers' SDXL get_dummy_components recipe: a text_time UNet fed by CLIP-L and OpenCLIP-like
+    encoders (the second wider, as bigG is: diffusers' single-file loader tells them apart by width)."""
+    _quiet()
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    chars = [chr(c) for c in range(33, 127)] + [chr(c) for c in range(161, 256)]
-    chars = chars + [chr(c) for c in range(256, 256 + 256 - len(chars))]
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 2, "!": 1}
-    for token in chars + [c + "</w>" for c in chars]:
-        vocab.setdefault(token, len(vocab))
-    tok = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
-    assert len(tok) > 2, "tiny tokenizer came out empty: transformers changed its constructor"
-    return tok
+    from pipeline.encoding.vocab import OPENCLIP_PAD, clip_tokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # six size/crop numbers + the pooled projection
+        cross_attention_dim=32 + 64,  # both encoders' hidden states side by side
+        norm_num_groups=2,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
+    )
+    return StableDiffusionXLPipeline(
+        unet=unet,
+        vae=_tiny_vae(0.13025),
+        text_encoder=CLIPTextModel(_tiny_clip_config(32, "quick_gelu")),
+        text_encoder_2=CLIPTextModelWithProjection(_tiny_clip_config(64, "gelu", projection_dim=32)),
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=clip_tokenizer(pad_token=OPENCLIP_PAD),
+        scheduler=scheduler,
+    )
 
 
-_VOCAB_SIZE = 1024
+def _tiny_vae(scaling_factor: float):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(4, 4, 8, 8),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=2,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        scaling_factor=scaling_factor,
+    )
+
+
+def _tiny_clip_config(hidden: int, act: str, projection_dim: int = 32):
+    from transformers import CLIPTextConfig
+
+    from pipeline.encoding.vocab import MAX_LENGTH, VOCAB_SIZE
+
+    return CLIPTextConfig(
+        hidden_size=hidden,
+        intermediate_size=37,
+        num_attention_heads=2,
+        num_hidden_layers=2,
+        hidden_act=act,
+        projection_dim=projection_dim,
+        layer_norm_eps=1e-05,
+        vocab_size=VOCAB_SIZE,
+        max_position_embeddings=MAX_LENGTH,
+        bos_token_id=VOCAB_SIZE - 2,
+        eos_token_id=VOCAB_SIZE - 1,
+        pad_token_id=VOCAB_SIZE - 1,
+    )
 
 
 def _quiet() -> None:

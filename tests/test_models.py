@@ -18,9 +18,28 @@ def test_tiny_is_deterministic_across_builds(tmp_path, monkeypatch, tiny):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tiny-")]  # no debris
 
 
-def test_tiny_tokenizer_is_real(tiny):
-    ids = tiny.txt2img.tokenizer("red hair, blue coat").input_ids
-    assert len(tiny.txt2img.tokenizer) > 2 and len(set(ids)) > 5
+def test_tiny_uses_the_real_clip_vocabulary(tiny):
+    tokenizer = tiny.txt2img.tokenizer
+    assert len(tokenizer) == tiny.txt2img.text_encoder.config.vocab_size == 49408
+    assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert tiny.kind == "sd1"
+
+
+def test_tiny_xl_is_an_sdxl_pipeline_that_draws(tmp_path, monkeypatch):
+    import numpy as np
+    import torch
+
+    monkeypatch.setenv("AIIMG_CACHE", str(tmp_path))
+    loaded = models.load(config.ModelConfig(id="tiny-xl"))
+    assert (loaded.kind, loaded.name) == ("sdxl", "tiny-xl")
+    assert type(loaded.txt2img).__name__ == "StableDiffusionXLPipeline"
+    assert (loaded.txt2img.tokenizer.pad_token, loaded.txt2img.tokenizer_2.pad_token) == ("<|endoftext|>", "!")
+    assert loaded.txt2img.vae_scale_factor == 8
+    generator = torch.Generator().manual_seed(0)
+    image = loaded.txt2img("red hair", height=64, width=64, num_inference_steps=2, generator=generator).images[0]
+    assert image.size == (64, 64) and np.array(image).std() > 0
+    again = loaded.img2img("red hair", image=image, strength=0.5, num_inference_steps=2).images[0]
+    assert again.size == (64, 64)
 
 
 def test_img2img_shares_every_weight_with_txt2img(tiny):
@@ -42,13 +61,22 @@ def test_folder_without_model_index_says_how_to_make_one(tmp_path):
         models.load(config.ModelConfig(id=str(tmp_path / "weights")))
 
 
-def test_single_file_needs_a_local_config_offline(tmp_path):
-    ckpt = tmp_path / "model.safetensors"
-    ckpt.write_bytes(b"\0" * 16)
-    with pytest.raises(ModelError, match=r"needs \[model\] config"):
-        models.load(config.ModelConfig(id=str(ckpt)))
+def test_single_file_needs_no_config_and_reports_a_missing_file(tmp_path):
     with pytest.raises(ModelError, match="file not found"):
-        models.load(config.ModelConfig(id=str(tmp_path / "missing.safetensors"), config=str(tmp_path)))
+        models.load(config.ModelConfig(id=str(tmp_path / "missing.safetensors")))
+
+
+def test_family_reads_the_text_encoders(tiny):
+    class Encoder:
+        def __init__(self, width):
+            self.config = type("Config", (), {"hidden_size": width})()
+
+    class Pipe:
+        def __init__(self, width, second=None):
+            self.text_encoder, self.text_encoder_2 = Encoder(width), second
+
+    assert [models.family(p) for p in (Pipe(768), Pipe(1024), Pipe(768, Encoder(1280)))] == ["sd1", "sd2", "sdxl"]
+    assert models.family(tiny.txt2img) == "sd1"
 
 
 def test_hub_id_not_in_the_cache_fails_fast_saying_how_to_get_it(tmp_path, monkeypatch):
