@@ -1,25 +1,26 @@
 """Recipes (draft.json, work.json entries), the A1111 ``parameters`` text, PNG text chunks.
 
-A recipe is a flat JSON object, enough to regenerate the same pixels on the same model and
-hardware::
+A recipe is a flat JSON object (``pipeline.recipes``), enough to regenerate the same pixels on the
+same model and hardware. Every PNG carries it as the A1111 ``parameters`` chunk (what Civitai,
+sd-parsers and sd-prompt-reader read), in A1111's order, each field only when set::
 
-    id, created (ISO 8601 UTC), model {"name", "hash"}, scheduler, template, prompt,
-    negative_prompt, picks [{"token", "value"}...], prompt_seed, seed, width, height, steps,
-    guidance_scale, seconds, aiimg_version
-    + for variations: strength, parent (draft id), index, file, round, stage_areas
-    + for drafts once scored: scores {"score", "scorers": {name: {...}}, "flags": [...]}
-
-Every PNG carries the same recipe as the A1111 ``parameters`` chunk (what Civitai reads)::
-
-    <prompt>
+    <prompt, <lora:name:0.8> kept>
     Negative prompt: <negative>
-    Steps: 25, Sampler: Euler, CFG scale: 7.0, Seed: 123, Size: 832x768, Model hash: 3f08453, ...
+    Steps: 25, Sampler: DPM++ 2M, Schedule type: Uniform, CFG scale: 7.0, Seed: 123, Size: 832x768,
+    Model hash: 3f0845323f, Model: name, VAE hash: ..., VAE: ..., Denoising strength: 0.5,
+    Clip skip: 2, Emphasis: No norm, Template: "...", Lora hashes: "name: <AutoV3>",
+    TI hashes: "name: <12 hex>", Hashes: {"model": ..., "embed:name": ...}, Version: aiimg 0.1.0
+
+(one line in the file). Values holding ``,`` ``:`` ``"`` or a newline are JSON-quoted as A1111
+quotes them; ``Hashes`` is raw JSON as the Civitai extension writes it. Schedule type is written
+only when not "Automatic", Clip skip only above 1, Emphasis only when not "Original".
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 
 from PIL import Image, PngImagePlugin
 
@@ -38,28 +39,76 @@ SAMPLER_NAMES = {
     "KDPM2DiscreteScheduler": "DPM2",
     "UniPCMultistepScheduler": "UniPC",
 }
+# the recipe's emphasis mode -> the name A1111 writes as "Emphasis: ..."
+EMPHASIS_NAMES = {"original": "Original", "no norm": "No norm", "none": "None"}
+_JSON = json.JSONDecoder()
 
 
 def a1111_parameters(recipe: dict) -> str:
-    """The A1111 ``parameters`` text for a recipe."""
+    """The A1111 ``parameters`` text for a recipe (``Recipe.to_json()``)."""
     lines = [recipe.get("prompt", "")]
     if recipe.get("negative_prompt"):
         lines.append(f"Negative prompt: {recipe['negative_prompt']}")
-    model = recipe.get("model") or {}
-    fields = [
+    fields = [(k, _quote(v)) for k, v in _fields(recipe) if v not in (None, "")]
+    hashes = _civitai_hashes(recipe)
+    if hashes:
+        fields.append(("Hashes", json.dumps(hashes, ensure_ascii=False)))  # raw JSON, as the Civitai extension
+    fields.append(("Version", _quote(f"aiimg {recipe.get('aiimg_version') or __version__}")))
+    lines.append(", ".join(f"{k}: {v}" for k, v in fields))
+    return "\n".join(lines)
+
+
+def _fields(recipe: dict) -> list[tuple[str, object]]:
+    model, vae = recipe.get("model") or {}, recipe.get("vae") or {}
+    schedule = recipe.get("schedule") or ""
+    clip_skip = recipe.get("clip_skip") or 1
+    emphasis = str(recipe.get("emphasis") or "original")
+    return [
         ("Steps", recipe.get("steps")),
-        ("Sampler", SAMPLER_NAMES.get(recipe.get("scheduler", ""), recipe.get("scheduler"))),
+        ("Sampler", recipe.get("sampler") or SAMPLER_NAMES.get(recipe.get("scheduler", ""), recipe.get("scheduler"))),
+        ("Schedule type", "" if schedule == "Automatic" else schedule),
         ("CFG scale", recipe.get("guidance_scale")),
         ("Seed", recipe.get("seed")),
         ("Size", f"{recipe.get('width')}x{recipe.get('height')}"),
         ("Model hash", model.get("hash")),
         ("Model", model.get("name")),
+        ("VAE hash", vae.get("hash")),
+        ("VAE", vae.get("name")),
         ("Denoising strength", recipe.get("strength")),
+        ("Clip skip", clip_skip if clip_skip > 1 else None),
+        ("Emphasis", None if emphasis.lower() == "original" else EMPHASIS_NAMES.get(emphasis.lower(), emphasis)),
         ("Template", recipe.get("template")),
-        ("Version", f"aiimg {recipe.get('aiimg_version', __version__)}"),
+        ("Lora hashes", _hash_list(recipe.get("loras"), "hash")),
+        ("TI hashes", _hash_list(recipe.get("embeddings"), "hash")),
     ]
-    lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in fields if v not in (None, "")))
-    return "\n".join(lines)
+
+
+def _hash_list(entries, key: str) -> str:
+    """``"name: hash, name2: hash2"``; A1111 strips ``:`` and ``,`` from names so the list parses."""
+    pairs = {_plain_name(e.get("name", "")): e.get(key) for e in entries or () if e.get(key)}
+    return ", ".join(f"{name}: {value}" for name, value in pairs.items() if name)
+
+
+def _plain_name(name: str) -> str:
+    return str(name).replace(":", "").replace(",", "")
+
+
+def _civitai_hashes(recipe: dict) -> dict:
+    """The Civitai extension's ``Hashes`` object: AutoV2 (10 hex of the whole file's sha256) of
+    every resource, which is how Civitai links embeddings (and LoRAs when the recipe has their sha256)."""
+    out = {}
+    if (recipe.get("model") or {}).get("hash"):
+        out["model"] = recipe["model"]["hash"]
+    if (recipe.get("vae") or {}).get("hash"):
+        out["vae"] = recipe["vae"]["hash"]
+    for lora in recipe.get("loras") or ():
+        if lora.get("sha256"):
+            out[f"lora:{_plain_name(lora.get('name', ''))}"] = lora["sha256"][:10]
+    for emb in recipe.get("embeddings") or ():
+        digest = emb.get("sha256") or emb.get("hash") or ""
+        if digest:
+            out[f"embed:{_plain_name(emb.get('name', ''))}"] = digest[:10]
+    return out
 
 
 def _quote(value) -> str:
@@ -69,25 +118,67 @@ def _quote(value) -> str:
 
 
 def parse_parameters(text: str) -> dict:
-    """The inverse of :func:`a1111_parameters`, enough for tests and imports."""
-    lines = text.split("\n")
-    settings = lines.pop() if lines and lines[-1].startswith("Steps: ") else ""
-    negative = ""
-    if lines and lines[-1].startswith("Negative prompt: "):
-        negative = lines.pop()[len("Negative prompt: ") :]
-    out = {"prompt": "\n".join(lines), "negative_prompt": negative}
-    decoder = json.JSONDecoder()
-    rest = settings
-    while rest:
-        key, _, rest = rest.partition(": ")
-        if rest.startswith('"'):
-            value, end = decoder.raw_decode(rest)
-            rest = rest[end:]
+    """The fields of an A1111 ``parameters`` text as A1111, Forge, Civitai and aiimg write it:
+    ``prompt`` and ``negative_prompt`` (each possibly multi-line), then every setting of the
+    ``Steps:`` line by its key. Values are strings, JSON-quoted ones unquoted; JSON objects and
+    arrays (``Hashes: {...}``, ``Civitai resources: [...]``) are decoded."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n").split("\n")
+    steps = [i for i, line in enumerate(lines) if line.startswith("Steps: ")]
+    body, settings = (lines[: steps[-1]], lines[steps[-1] :]) if steps else (lines, [])
+    negative_at = next((i for i, line in enumerate(body) if line.startswith("Negative prompt:")), len(body))
+    negative = "\n".join(body[negative_at:])[len("Negative prompt:") :]
+    out = {
+        "prompt": "\n".join(body[:negative_at]),
+        "negative_prompt": negative[1:] if negative[:1] == " " else negative,
+    }
+    for line in settings:
+        out.update(parse_settings(line))
+    return out
+
+
+_KEY = re.compile(r"\s*([^\s:,][^:,]*?):\s*")
+
+
+def parse_settings(line: str) -> dict:
+    """``"Steps: 20, Sampler: Euler a, Template: \"a, b\", Hashes: {...}"`` -> a dict."""
+    out: dict = {}
+    pos = 0
+    while pos < len(line):
+        key = _KEY.match(line, pos)
+        if not key:
+            break  # trailing text that is no setting: keep what was read
+        value, pos = _value(line, key.end())
+        out[key.group(1).strip()] = value
+        pos = _after_comma(line, pos)
+    return out
+
+
+def _value(line: str, pos: int) -> tuple[object, int]:
+    if line[pos : pos + 1] in ('"', "{", "["):
+        try:
+            value, end = _JSON.raw_decode(line, pos)
+        except ValueError:
+            pass
         else:
-            value, _, rest = rest.partition(", ")
-            rest = ", " + rest if rest else ""
-        out[key] = value
-        rest = rest[2:] if rest.startswith(", ") else rest
+            if _after_comma(line, end) != end or end == len(line) or line[end:].strip() == "":
+                return value, end
+    end = line.find(",", pos)
+    end = len(line) if end < 0 else end
+    return line[pos:end].strip(), end
+
+
+def _after_comma(line: str, pos: int) -> int:
+    rest = len(line) - len(line[pos:].lstrip())
+    return rest + 1 if line[rest : rest + 1] == "," else pos
+
+
+def parse_hash_list(value) -> dict:
+    """``"name: hash, name2: hash2"`` (``Lora hashes``, ``TI hashes``) -> ``{name: hash}``."""
+    out = {}
+    for item in str(value or "").split(","):
+        name, sep, digest = item.rpartition(":")
+        if sep and name.strip() and digest.strip():
+            out[name.strip()] = digest.strip()
     return out
 
 
