@@ -109,6 +109,25 @@ def _url_problem(value: str) -> str:
     return "" if parts.scheme in ("http", "https") and parts.netloc else "not an absolute http(s) URL"
 
 
+def _sampler_problem(value: str) -> str:
+    return _resource_problem(lambda resources: resources.split_sampler(value)) if value else ""
+
+
+def _schedule_problem(value: str) -> str:
+    return _resource_problem(lambda resources: resources.split_sampler("Euler", value)) if value else ""
+
+
+def _resource_problem(check: Callable) -> str:
+    from pipeline import resources  # no torch: the sampler table is plain data
+    from pipeline.errors import AiimgError
+
+    try:
+        check(resources)
+    except AiimgError as exc:
+        return str(exc)
+    return ""
+
+
 def _class_name_problem(value: str) -> str:
     return "" if value == "" or value.isidentifier() else "not a class name"
 
@@ -118,13 +137,49 @@ class ModelConfig:
     id: str = key(
         "tiny", "diffusers repo id (local HF cache) | local folder | file.safetensors/.ckpt | tiny", nonempty=True
     )
-    config: str = key("", "local diffusers config folder for a single-file checkpoint (needed offline)")
+    config: str = key(
+        "",
+        "for a single-file checkpoint: '' (detect SD1/SD2/SDXL; configs ship with aiimg), a kind "
+        "(v1, v2, v2_base, xl_base) or a local diffusers config folder",
+    )
     device: str = key("auto", "where to run (auto: cuda, then mps, then cpu)", choices=("auto", "cuda", "mps", "cpu"))
     scheduler: str = key(
         "",
-        "diffusers scheduler class name, e.g. DPMSolverMultistepScheduler ('' keeps the model's)",
+        "diffusers scheduler class name, e.g. DPMSolverMultistepScheduler ('' keeps the model's); sampler wins",
         check=_class_name_problem,
         allowed="'' or a class name",
+    )
+    sampler: str = key(
+        "",
+        "sampler by its A1111 name, e.g. 'DPM++ 2M', 'Euler a', 'DPM++ 2M Karras' ('' keeps the model's)",
+        check=_sampler_problem,
+        allowed="'' or an A1111 sampler name",
+        seed="sampler",
+    )
+    schedule: str = key(
+        "",
+        "A1111 schedule type: '' (the sampler's own), Karras, Exponential, ...",
+        check=_schedule_problem,
+        allowed="'' or an A1111 schedule type",
+        seed="schedule",
+    )
+    clip_skip: int = key(
+        1,
+        "A1111's Clip skip: 1 = none, 2 = the penultimate layer (ignored on SDXL, as A1111)",
+        min=1,
+        max=12,
+        seed="clip_skip",
+    )
+    vae: str = key("", "a VAE instead of the checkpoint's own: a diffusers VAE folder or a .safetensors file")
+    lora_dirs: list = key(
+        [],
+        "folders searched for <lora:name:weight> files, sub-folders too (A1111's models/Lora works as it is)",
+        item=Key("", "folder", nonempty=True),
+    )
+    embedding_dirs: list = key(
+        [],
+        "folders searched for textual-inversion embeddings, used by file name in a prompt (A1111's embeddings/)",
+        item=Key("", "folder", nonempty=True),
     )
 
 
@@ -141,6 +196,11 @@ class PromptConfig:
         "negative prompt for every image",
         seed="negative_prompt",
         seed_doc="negative prompt for the variations instead of the draft's",
+    )
+    emphasis: str = key(
+        "original",
+        "how (word:1.2) weights apply, as A1111's setting: original, no-norm (no mean restore), ignore",
+        choices=("original", "no-norm", "ignore"),
     )
 
 

@@ -11,7 +11,7 @@ import random
 import secrets
 import time
 
-from pipeline import __version__, prompts, sizes
+from pipeline import __version__, conditioning, prompts, sizes
 from pipeline.content import Content, new_draft_id, utc_now
 from pipeline.metadata import png_bytes
 from pipeline.recipes import DraftRecipe
@@ -26,7 +26,7 @@ def plan(cfg, content: Content, model, rng: random.Random | None = None) -> Draf
     rng = rng or random.Random(secrets.randbits(64))
     width, height = sizes.draft_size(cfg.draft.area, cfg.draft.aspect, rng)
     prompt = prompts.render(cfg.prompt.template, content.prompts_dir, rng.randrange(2**32))
-    return DraftRecipe(
+    recipe = DraftRecipe(
         id=new_draft_id(),
         created=utc_now(),
         model={"name": model.name, "hash": model.hash},
@@ -43,36 +43,40 @@ def plan(cfg, content: Content, model, rng: random.Random | None = None) -> Draf
         guidance_scale=cfg.draft.guidance_scale,
         aiimg_version=__version__,
     )
+    conditioning.describe(recipe, cfg, model)
+    return recipe
 
 
-def make(model, recipe: DraftRecipe, should_stop=None):
+def make(model, recipe: DraftRecipe, should_stop=None, dirs: conditioning.Dirs = conditioning.Dirs()):
     """The draft image; raises Preempted within one denoising step once ``should_stop()``."""
     import torch
 
     started = time.perf_counter()
+    prepared = conditioning.prepare(model, model.txt2img, recipe, dirs, recipe.steps)
     image = model.txt2img(
-        recipe.prompt,
-        negative_prompt=recipe.negative_prompt or None,
+        **prepared.kwargs,
         width=recipe.width,
         height=recipe.height,
         num_inference_steps=recipe.steps,
         guidance_scale=recipe.guidance_scale,
         generator=torch.Generator("cpu").manual_seed(recipe.seed),
-        callback_on_step_end=step_callback(should_stop),
+        callback_on_step_end=step_callback(should_stop, switch=prepared.callback),
+        callback_on_step_end_tensor_inputs=["latents", *prepared.tensor_inputs],
     ).images[0]
     recipe.seconds = round(time.perf_counter() - started, 3)
     return image
 
 
-def step_callback(should_stop, on_step=None):
-    """diffusers calls this after every denoising step: the hook for preemption."""
+def step_callback(should_stop, on_step=None, switch=None):
+    """diffusers calls this after every denoising step: the hook for preemption, and for
+    ``switch``, the prompt's own schedule (prompt editing, alternation: conditioning.py)."""
 
     def callback(pipe, step, timestep, kwargs):
         if on_step:
             on_step(step)
         if should_stop and should_stop():
             raise Preempted()
-        return kwargs
+        return switch(pipe, step, timestep, kwargs) if switch else kwargs
 
     return callback
 

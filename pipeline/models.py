@@ -86,18 +86,8 @@ def _replace_vae(pipe, spec: str, dtype) -> dict:
         if found.is_folder:
             vae = AutoencoderKL.from_pretrained(found.path, dtype=dtype)
         else:
-            config = (
-                cache_dir()
-                / "vae-configs"
-                / hashlib.sha256(json.dumps(dict(pipe.vae.config), sort_keys=True, default=str).encode()).hexdigest()[
-                    :12
-                ]
-            )
-            if not (config / "config.json").is_file():
-                pipe.vae.save_config(config)
-            vae = AutoencoderKL.from_single_file(
-                str(found.path), config=str(config), dtype=dtype, local_files_only=True
-            )
+            config = str(_vae_config(pipe.vae))
+            vae = AutoencoderKL.from_single_file(str(found.path), config=config, dtype=dtype, local_files_only=True)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(
             f"[model] vae = {spec!r}: cannot load ({_first_line(exc)}); is it a VAE for this model?"
@@ -207,37 +197,26 @@ def _first_line(exc: Exception) -> str:
 # -- hashes (A1111: first 10 hex of the file's sha256) ----------------------------------------
 
 
-def file_hash(path: Path) -> str:
-    """sha256[:10] of a file, cached by (path, size, mtime): a 2 GB checkpoint hashes once."""
-    stat = path.stat()
-    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    index_path = cache_dir() / "hashes.json"
-    index = _read_index(index_path)
-    if key not in index:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
-        index[key] = digest.hexdigest()[:10]
-        with contextlib.suppress(OSError):
-            from pipeline.content import atomic_write_json
+def _vae_config(vae) -> Path:
+    """A folder holding the model's own VAE config: what a single VAE file is read with offline."""
+    text = json.dumps(dict(vae.config), sort_keys=True, default=str)
+    folder = cache_dir() / "vae-configs" / hashlib.sha256(text.encode()).hexdigest()[:12]
+    if not (folder / "config.json").is_file():
+        vae.save_config(folder)
+    return folder
 
-            index_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(index_path, index)
-    return index[key]
+
+def file_hash(path: Path) -> str:
+    """A1111's model hash (AutoV2: sha256[:10]), cached per file: a 2 GB checkpoint hashes once."""
+    from pipeline.resources import model_hash
+
+    return model_hash(path)
 
 
 def folder_hash(folder: Path) -> str:
     """The UNet weights identify a diffusers folder (what A1111 would hash in a checkpoint)."""
     weights = sorted((Path(folder) / "unet").glob("*.safetensors")) or sorted((Path(folder) / "unet").glob("*.bin"))
     return file_hash(weights[0].resolve()) if weights else "unknown"
-
-
-def _read_index(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 # -- the tiny models --------------------------------------------------------------------------

@@ -18,13 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from pipeline import drafts, markers, models, prompts, rounds, variations, watcher
+from pipeline import conditioning, drafts, markers, models, prompts, rounds, variations, watcher
 from pipeline.content import Content
 from pipeline.errors import AiimgError, MarkerError
 from pipeline.recipes import DraftRecipe
@@ -92,6 +93,7 @@ class Prefetch:
 class Studio:
     def __init__(self, cfg, content: Content):
         self.cfg, self.content = cfg, content
+        self.dirs = conditioning.Dirs.of(cfg)
         self.model = None
         self.stopping = False
         self.wake = threading.Event()  # anything changed under drafts/
@@ -123,9 +125,16 @@ class Studio:
             self.model.device,
             time.perf_counter() - started,
         )
+        self.check_drafts()
         self.ranker = self._make_ranker()
         if os.environ.get("AIIMG_TRACE"):
             self.model.txt2img.unet.register_forward_pre_hook(self._trace_first_step)
+
+    def check_drafts(self) -> None:
+        """Fail at start-up, not at the 300th draft: the LoRAs, embeddings and sampler that the
+        template's prompts name are found (the prompts of a few prompt seeds, like prompts.check)."""
+        for seed in range(8):
+            drafts.plan(self.cfg, self.content, self.model, random.Random(seed))
 
     def _make_ranker(self):
         if not self.cfg.score.enabled:
@@ -162,7 +171,7 @@ class Studio:
         recipe = drafts.plan(self.cfg, self.content, self.model)
         self._status(f"draft {recipe.id} {recipe.width}x{recipe.height}")
         try:
-            image = drafts.make(self.model, recipe, self._should_preempt if preemptible else self._stop_now)
+            image = drafts.make(self.model, recipe, self._should_preempt if preemptible else self._stop_now, self.dirs)
         except drafts.Preempted:
             self.made["preempted"] += 1
             trace("draft_preempted", id=recipe.id)
@@ -263,7 +272,9 @@ class Studio:
             recipe = variations.recipe(self.cfg, draft, plan.round, plan.number, index, self.model)
             self._status(f"variation {seed.draft.id} #{index}")
             self.first_step_due = made == 0
-            image = variations.make(self.model, source, recipe, on_step=self._on_variation_step, latents=latents)
+            image = variations.make(
+                self.model, source, recipe, on_step=self._on_variation_step, latents=latents, dirs=self.dirs
+            )
             variations.save(self.content, image, recipe)
             rounds.record(self.content, plan, recipe)
             made += 1
@@ -306,7 +317,12 @@ class Studio:
                 continue
             blocked = self._draft_blocker(made, max_drafts)
             if blocked is None:
-                made += self.make_draft(preemptible=True) is not None
+                try:
+                    made += self.make_draft(preemptible=True) is not None
+                except AiimgError as exc:  # e.g. a LoRA file removed while the loop runs
+                    self.made["errors"] += 1
+                    log.error("draft not made: %s", exc)
+                    self._idle("error (retrying)", self.cfg.run.rescan_seconds)
                 continue
             if once:
                 break

@@ -16,7 +16,7 @@ import time
 
 from PIL import Image, UnidentifiedImageError
 
-from pipeline import __version__, sizes
+from pipeline import __version__, conditioning, sizes
 from pipeline.content import Content, Draft, utc_now
 from pipeline.drafts import step_callback
 from pipeline.errors import AiimgError, MarkerError
@@ -43,7 +43,7 @@ def recipe(cfg, draft: DraftRecipe, rnd: Round, round_no: int, index: int, model
     """Variation ``index`` of ``draft`` in round ``round_no``, the seed's overrides applied."""
     o = rnd.overrides
     width, height = sizes.size_for(cfg.variation.areas[-1], draft.width / draft.height)
-    return VariationRecipe(
+    recipe = VariationRecipe(
         id=f"{draft.id}-{index}",
         created=utc_now(),
         parent=draft.id,
@@ -66,6 +66,11 @@ def recipe(cfg, draft: DraftRecipe, rnd: Round, round_no: int, index: int, model
         guidance_scale=o.get("guidance_scale", cfg.variation.guidance_scale),
         aiimg_version=__version__,
     )
+    try:
+        conditioning.describe(recipe, cfg, model, o)
+    except AiimgError as exc:  # a LoRA or sampler this seed (or its draft) names: answered beside the marker
+        raise MarkerError(str(exc)) from None
+    return recipe
 
 
 def variation_seed(draft_id: str, index: int) -> int:
@@ -103,7 +108,14 @@ def encode(model, source: Image.Image, size: tuple[int, int]):
     return latents * vae.config.scaling_factor
 
 
-def make(model, source: Image.Image, recipe: VariationRecipe, on_step=None, latents=None) -> Image.Image:
+def make(
+    model,
+    source: Image.Image,
+    recipe: VariationRecipe,
+    on_step=None,
+    latents=None,
+    dirs: conditioning.Dirs = conditioning.Dirs(),
+) -> Image.Image:
     """Run every stage of the ladder; returns the final image and records seconds taken.
 
     ``latents``: the first stage's :func:`encode` of ``source``, when the caller has it.
@@ -113,6 +125,8 @@ def make(model, source: Image.Image, recipe: VariationRecipe, on_step=None, late
     started = time.perf_counter()
     ratio = source.width / source.height
     image = source
+    # prompt editing counts in the slider's steps from the first step run, as A1111's img2img does
+    prepared = conditioning.prepare(model, model.img2img, recipe, dirs, _steps(recipe))
     for stage, area in enumerate(recipe.stage_areas):
         size = sizes.size_for(area, ratio)
         init = None
@@ -121,14 +135,14 @@ def make(model, source: Image.Image, recipe: VariationRecipe, on_step=None, late
         if init is None:
             init = image.resize(size, Image.LANCZOS)
         image = model.img2img(
-            recipe.prompt,
-            negative_prompt=recipe.negative_prompt or None,
+            **prepared.kwargs,
             image=init,
             strength=recipe.strength,
             num_inference_steps=_steps(recipe),
             guidance_scale=recipe.guidance_scale,
             generator=torch.Generator("cpu").manual_seed(recipe.seed),
-            callback_on_step_end=step_callback(None, on_step),
+            callback_on_step_end=step_callback(None, on_step, switch=prepared.callback),
+            callback_on_step_end_tensor_inputs=["latents", *prepared.tensor_inputs],
         ).images[0]
     recipe.seconds = round(time.perf_counter() - started, 3)
     return image

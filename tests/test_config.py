@@ -195,6 +195,9 @@ def test_seed_keys_come_from_the_declaration():
         "prompt",
         "negative_prompt",
         "by",
+        "sampler",
+        "schedule",
+        "clip_skip",
     }
     assert "default: [variation] count" in config.SEED_KEYS["count"] and "1..100" in config.SEED_KEYS["count"]
     assert "default: [prompt] negative" in config.SEED_KEYS["negative_prompt"]
@@ -285,3 +288,18 @@ def test_cli_reports_config_errors_with_exit_1(tmp_path):
     result = aiimg(tmp_path / "a.toml", "status")
     assert result.returncode == 1
     assert "aiimg: error:" in result.stderr and "'idd'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_samplers_and_schedules_are_checked_by_their_a1111_names():
+    cfg = config.from_dict({"model": {"sampler": "DPM++ 2M Karras", "clip_skip": 2}})
+    assert cfg.model.sampler == "DPM++ 2M Karras" and cfg.model.clip_skip == 2
+    with pytest.raises(ConfigError) as err:
+        config.from_dict({"model": {"sampler": "DPM++ 9M", "schedule": "Karrass", "clip_skip": 0}})
+    text = str(err.value)
+    assert "3 problems" in text and "'DPM++ 9M'" in text and "'Karrass'" in text and "clip_skip = 0" in text
+    assert config.seed_overrides({"sampler": "Euler a", "clip_skip": 2}, "seed.txt") == {
+        "sampler": "Euler a",
+        "clip_skip": 2,
+    }
+    with pytest.raises(ConfigError, match="Eular"):
+        config.seed_overrides({"sampler": "Eular a"}, "seed.txt")
