@@ -74,12 +74,26 @@ def cli(ctx, config_path, content, model, verbose, quiet):
 
 @cli.command()
 @click.option("-n", "count", type=click.IntRange(1), default=1, show_default=True, help="How many drafts.")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Remake the image in FILE: a PNG from aiimg, A1111, Forge or Civitai (its parameters), or a draft.json.",
+)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="With --from: this seed instead of the image's.")
+@click.option("--prompt", default="", help="With --from: this prompt instead of the image's.")
+@click.option("--negative", default="", help="With --from: this negative prompt instead of the image's.")
 @click.pass_obj
-def draft(obj, count):
-    """Make N txt2img drafts now."""
+def draft(obj, count, source, seed, prompt, negative):
+    """Make N txt2img drafts now, or remake one image with --from FILE."""
     from pipeline import studio
 
-    studio.draft_command(obj.config(), count)
+    if source:
+        studio.draft_from_command(obj.config(), source, seed, prompt, negative)
+    elif seed is not None or prompt or negative:
+        raise click.UsageError("--seed, --prompt and --negative go with --from FILE")
+    else:
+        studio.draft_command(obj.config(), count)
 
 
 @cli.command()

@@ -384,7 +384,19 @@ def from_dict(data: dict, source: str = "aiimg.toml", root: str = ".") -> Config
         problems += wrong
         top[name] = cls(**values)
     _raise(source, problems)
-    return Config(root=root, **top)
+    return _local_paths(Config(root=root, **top))
+
+
+def _local_paths(cfg: Config) -> Config:
+    """[model] id, config and vae name files relative to aiimg.toml, as every path in it does; a
+    value that is no file there stays as written (a hub repo id, a kind, an absolute path)."""
+    changes = {}
+    for name in ("id", "config", "vae"):
+        value = getattr(cfg.model, name)
+        local = Path(cfg.root) / Path(value).expanduser()
+        if value and not Path(value).expanduser().is_absolute() and local.exists():
+            changes[name] = str(local)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **changes)) if changes else cfg
 
 
 def seed_overrides(data: dict, source: str) -> dict:

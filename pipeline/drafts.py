@@ -7,6 +7,7 @@ recipe last: a draft exists once draft.json does (see content.py).
 
 from __future__ import annotations
 
+import logging
 import random
 import secrets
 import time
@@ -15,6 +16,8 @@ from pipeline import __version__, conditioning, prompts, sizes
 from pipeline.content import Content, new_draft_id, utc_now
 from pipeline.metadata import png_bytes
 from pipeline.recipes import DraftRecipe
+
+log = logging.getLogger("aiimg.drafts")
 
 
 class Preempted(Exception):
@@ -45,6 +48,58 @@ def plan(cfg, content: Content, model, rng: random.Random | None = None) -> Draf
     )
     conditioning.describe(recipe, cfg, model)
     return recipe
+
+
+def plan_from(cfg, model, imported, resolved, seed: int | None = None, prompt: str = "", negative: str = ""):
+    """The recipe that remakes an image (reproduce.py read it): its prompt, negative, seed, size,
+    steps, CFG, sampler, clip skip, emphasis and LoRAs; ``seed``/``prompt``/``negative`` override."""
+    from pipeline import config
+
+    _warn_about(imported, model)
+    width, height = imported.width, imported.height
+    if not (width and height):
+        width, height = sizes.draft_size(cfg.draft.area, cfg.draft.aspect, random.Random(secrets.randbits(64)))
+    recipe = DraftRecipe(
+        id=new_draft_id(),
+        created=utc_now(),
+        model={"name": model.name, "hash": model.hash},
+        template=imported.template,
+        prompt=prompt or resolved.prompt or imported.prompt,
+        negative_prompt=negative or resolved.negative_prompt or imported.negative_prompt,
+        seed=_seed(seed, imported.seed),
+        width=width,
+        height=height,
+        steps=imported.steps or cfg.draft.steps,
+        guidance_scale=imported.guidance_scale if imported.guidance_scale is not None else cfg.draft.guidance_scale,
+        aiimg_version=__version__,
+    )
+    sizes.check_size(recipe.width, recipe.height, imported.source)
+    cfg = config.override(cfg, prompt__emphasis=imported.emphasis or "original")
+    wanted = {"sampler": imported.sampler, "schedule": imported.schedule, "clip_skip": imported.clip_skip}
+    conditioning.describe(recipe, cfg, model, {k: v for k, v in wanted.items() if v})
+    return recipe
+
+
+def _seed(given: int | None, recorded: int | None) -> int:
+    if given is not None:
+        return given
+    return recorded if recorded is not None and recorded >= 0 else secrets.randbits(32)  # A1111's -1: random
+
+
+def _warn_about(imported, model) -> None:
+    """What will keep the pixels from matching, said before the work, not left to be found."""
+    made_with = imported.model.get("hash", "")
+    if made_with and model.hash and not model.hash.startswith(made_with[:10]) and not made_with.startswith(model.hash):
+        log.warning(
+            "%s was made with model %s [%s]; this is %s [%s]: same settings, other pixels",
+            imported.source,
+            imported.model.get("name") or "?",
+            made_with,
+            model.name,
+            model.hash,
+        )
+    if imported.strength is not None or "Hires upscale" in imported.settings:
+        log.warning("%s is an img2img or hires-fix image: only its txt2img first pass is remade", imported.source)
 
 
 def make(model, recipe: DraftRecipe, should_stop=None, dirs: conditioning.Dirs = conditioning.Dirs()):

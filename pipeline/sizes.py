@@ -10,6 +10,8 @@ import math
 import random
 from fractions import Fraction
 
+from pipeline.errors import AiimgError
+
 SNAP = 64
 
 
@@ -92,3 +94,11 @@ def ratio_text(width: int, height: int) -> str:
     """ "832x1216" -> "13:19" (for stats and display)."""
     f = Fraction(width, height)
     return f"{f.numerator}:{f.denominator}"
+
+
+def check_size(width: int, height: int, source) -> None:
+    """A size read from elsewhere (an image's infotext): diffusers needs multiples of 8."""
+    if width % 8 or height % 8 or not (64 <= width <= 8192 and 64 <= height <= 8192):
+        raise AiimgError(
+            f"{source}: Size {width}x{height} cannot be made: width and height must be multiples of 8, 64..8192"
+        )

@@ -424,6 +424,41 @@ def draft_command(cfg, count: int) -> None:
             raise AiimgError(f"{studio.made['errors']} draft(s) could not be saved (see above)")
 
 
+def draft_from_command(cfg, source, seed: int | None = None, prompt: str = "", negative: str = "") -> str:
+    """`aiimg draft --from FILE`: remake an image from what it says it was made with; the new draft's folder."""
+    from pipeline import reproduce
+
+    # 1. what the image was made with, and this machine's files for it (an error names what lacks)
+    imported = reproduce.recipe_from(source)
+    dirs = conditioning.Dirs.of(cfg)
+    resolved = reproduce.check_available(imported, dirs.loras, dirs.embeddings)
+    for note in resolved.notes:
+        log.warning("%s", note)
+    content = Content(cfg.content_dir)
+    content.ensure()
+    with content.lock("draft --from"):
+        studio = Studio(cfg, content)
+        studio.start()
+        try:
+            # 2. the recipe (its LoRAs, sampler... found before a pixel is made), 3. the draft
+            recipe = drafts.plan_from(cfg, studio.model, imported, resolved, seed, prompt, negative)
+            image = drafts.make(studio.model, recipe, studio._stop_now, studio.dirs)
+            drafts.save(content, recipe, image)
+        finally:
+            studio.close()
+    folder = content.draft(recipe.id).folder
+    log.info(
+        "draft  %s  %dx%d  seed %d  from %s  ->  %s",
+        recipe.id,
+        recipe.width,
+        recipe.height,
+        recipe.seed,
+        source,
+        folder,
+    )
+    return str(folder)
+
+
 def vary_command(cfg, draft_ids: list[str]) -> None:
     content = Content(cfg.content_dir)
     content.ensure()

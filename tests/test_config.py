@@ -303,3 +303,14 @@ def test_samplers_and_schedules_are_checked_by_their_a1111_names():
     }
     with pytest.raises(ConfigError, match="Eular"):
         config.seed_overrides({"sampler": "Eular a"}, "seed.txt")
+
+
+def test_model_files_are_relative_to_the_config_file(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "art.safetensors").write_bytes(b"x")
+    cfg = config.from_dict(
+        {"model": {"id": "models/art.safetensors", "vae": "missing.safetensors"}}, root=str(tmp_path)
+    )
+    assert cfg.model.id == str(tmp_path / "models" / "art.safetensors")
+    assert cfg.model.vae == "missing.safetensors"  # no such file there: left for the loader to report
+    assert config.from_dict({"model": {"id": "org/some-repo"}}, root=str(tmp_path)).model.id == "org/some-repo"
