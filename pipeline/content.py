@@ -44,7 +44,16 @@ from pathlib import Path
 
 from pipeline import markers
 from pipeline.errors import AiimgError
-from pipeline.files import alive, atomic_write_bytes, atomic_write_json, atomic_write_text, clean_temp, subdirs, walk
+from pipeline.files import (
+    alive,
+    atomic_copy,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    clean_temp,
+    subdirs,
+    walk,
+)
 from pipeline.markers import Marker
 from pipeline.recipes import DraftRecipe, Work
 
@@ -175,6 +184,22 @@ class Content:
 
     def write_work(self, draft_id: str, work: Work) -> None:
         atomic_write_json(self.work_path(draft_id), work.to_json())
+
+    # -- works are self-contained: a work folder holds a copy of its draft, so that
+    #    content/works alone is what the gallery (and a repository that publishes) needs
+    def work_draft_image(self, draft_id: str) -> Path:
+        return self.work_folder(draft_id) / "draft.png"
+
+    def work_draft_recipe(self, draft_id: str) -> Path:
+        return self.work_folder(draft_id) / "draft.json"
+
+    def copy_draft_into_work(self, draft_id: str) -> None:
+        """The draft's image and recipe beside its variations (skipped when already there)."""
+        draft = self.draft(draft_id)
+        if not self.work_draft_image(draft_id).is_file():
+            atomic_copy(draft.image, self.work_draft_image(draft_id), durable=True)
+        if not self.work_draft_recipe(draft_id).is_file():
+            atomic_copy(draft.recipe_path, self.work_draft_recipe(draft_id), durable=True)
 
     def write_variation(self, draft_id: str, file_name: str, png: bytes) -> None:
         atomic_write_bytes(self.variation_path(draft_id, file_name), png)

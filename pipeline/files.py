@@ -47,10 +47,10 @@ def atomic_write_json(path: Path, data: dict, durable: bool = True) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n", durable)
 
 
-def atomic_copy(src: Path, dest: Path) -> None:
+def atomic_copy(src: Path, dest: Path, durable: bool = False) -> None:
     """A copy of ``src`` at ``dest`` (a reflink where the file system has them), never a hard
     link: a tool that rewrites the copy in place must not touch the original."""
-    _atomic(Path(dest), lambda tmp: _copy(Path(src), tmp), durable=False)
+    _atomic(Path(dest), lambda tmp: _copy(Path(src), tmp, durable), durable)
 
 
 def _atomic(path: Path, fill, durable: bool) -> None:
@@ -75,9 +75,12 @@ def _write(tmp: Path, data: bytes, durable: bool) -> None:
             os.fsync(fh.fileno())
 
 
-def _copy(src: Path, tmp: Path) -> None:
+def _copy(src: Path, tmp: Path, durable: bool) -> None:
     if not _reflink(src, tmp):
         shutil.copyfile(src, tmp)
+    if durable:
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
 
 
 def _reflink(src: Path, dest: Path) -> bool:

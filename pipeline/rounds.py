@@ -96,8 +96,10 @@ def plan(cfg, content: Content, seed: Seed) -> Plan:
 
 
 def begin(content: Content, plan: Plan) -> None:
-    """Record the round before its first pixel: a kill from here on resumes it."""
+    """Record the round before its first pixel: a kill from here on resumes it. The work gets a
+    copy of its draft, so that content/works alone is what the gallery publishes from."""
     content.write_work(plan.work.draft, plan.work)
+    content.copy_draft_into_work(plan.work.draft)
 
 
 def _new_round(cfg, work: Work, marker: Marker) -> None:

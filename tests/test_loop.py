@@ -137,9 +137,8 @@ def test_kill_9_at_random_moments_loses_nothing_and_every_seed_gets_one_set(tmp_
     for draft_id, count in marked.items():
         work = content.read_work(draft_id)
         assert len(work.rounds) == 1 and [v.index for v in work.variations] == list(range(1, count + 1))
-        assert sorted(p.name for p in content.work_folder(draft_id).glob("*.png")) == sorted(
-            f"{i}.png" for i in range(1, count + 1)
-        )
+        made = sorted(p.name for p in content.work_folder(draft_id).glob("*.png"))
+        assert made == sorted([*(f"{i}.png" for i in range(1, count + 1)), "draft.png"])
     assert_everything_readable(content)
 
 

@@ -96,6 +96,10 @@ def test_seed_becomes_three_variations_at_the_variation_area_and_draft_aspect(st
     draft = studio.content.read_draft(draft_id)
     work = studio.content.read_work(draft_id)
     assert [v.file for v in work.variations] == ["1.png", "2.png", "3.png"]
+    # the work is self-contained: its draft travels with it
+    original = studio.content.draft(draft_id)
+    assert studio.content.work_draft_image(draft_id).read_bytes() == original.image.read_bytes()
+    assert studio.content.work_draft_recipe(draft_id).read_bytes() == original.recipe_path.read_bytes()
     area = cfg.variation.areas[-1]
     seeds = set()
     for v in work.variations:
