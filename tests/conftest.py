@@ -104,3 +104,14 @@ def wait_for(predicate, timeout: float = 120, what: str = "condition", proc: sub
             raise AssertionError(f"process exited ({proc.returncode}) before {what}:\n{proc.stdout.read()}")
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def bare_draft(content, draft_id: str) -> Path:
+    """A draft folder with stand-in files: enough for markers and rounds, no model needed."""
+    import json
+
+    folder = content.draft_folder(draft_id)
+    folder.mkdir(parents=True)
+    (folder / "draft.png").write_bytes(b"png")
+    (folder / "draft.json").write_text(json.dumps({"id": draft_id}))
+    return folder

@@ -7,18 +7,13 @@ import subprocess
 import sys
 
 import pytest
+from conftest import bare_draft
 
 from pipeline import content as content_mod
 from pipeline.content import Content
 from pipeline.errors import AiimgError
 
-
-def make_draft(c: Content, draft_id: str) -> os.PathLike:
-    folder = c.draft_folder(draft_id)
-    folder.mkdir(parents=True)
-    (folder / "draft.png").write_bytes(b"png")
-    (folder / "draft.json").write_text(json.dumps({"id": draft_id}))
-    return folder
+make_draft = bare_draft
 
 
 @pytest.fixture

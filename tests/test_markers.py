@@ -1,21 +1,15 @@
 """seed.txt and seed.error.txt (markers.py): names, overrides, versions, the error file."""
 
-import json
 import os
 
 import pytest
+from conftest import bare_draft
 
 from pipeline import markers, rounds
 from pipeline.content import Content
 from pipeline.errors import MarkerError
 
-
-def make_draft(c: Content, draft_id: str) -> os.PathLike:
-    folder = c.draft_folder(draft_id)
-    folder.mkdir(parents=True)
-    (folder / "draft.png").write_bytes(b"png")
-    (folder / "draft.json").write_text(json.dumps({"id": draft_id}))
-    return folder
+make_draft = bare_draft
 
 
 @pytest.fixture

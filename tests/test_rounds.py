@@ -5,18 +5,13 @@ import os
 import time
 
 import pytest
+from conftest import bare_draft
 
 from pipeline import rounds
 from pipeline.content import Content
 from pipeline.recipes import Round, VariationRecipe, Work
 
-
-def make_draft(c: Content, draft_id: str) -> os.PathLike:
-    folder = c.draft_folder(draft_id)
-    folder.mkdir(parents=True)
-    (folder / "draft.png").write_bytes(b"png")
-    (folder / "draft.json").write_text(json.dumps({"id": draft_id}))
-    return folder
+make_draft = bare_draft
 
 
 def variation(draft_id: str, index: int, round_no: int) -> VariationRecipe:
