@@ -139,13 +139,18 @@ class Adapters:
         targets = self._text_encoders()
         tensors = [_vectors_for(emb, vectors, key, encoder) for encoder, _, key in targets]
         log.info("loading embedding %s", emb.path)
+        # A tokenizer matches an added token anywhere, even inside a word ("Starrynight"), and a
+        # name that is a vocabulary piece ("red") cannot be added: the vectors go under a
+        # placeholder no prompt contains, and expand_embeddings puts it where the name stands
+        # as a whole word, as A1111 matches.
+        token = f"<emb-{emb.hash}>"
         for (encoder, tokenizer, _), tensor in zip(targets, tensors):
             try:
-                self.pipe.load_textual_inversion(tensor, token=emb.name, text_encoder=encoder, tokenizer=tokenizer)
+                self.pipe.load_textual_inversion(tensor, token=token, text_encoder=encoder, tokenizer=tokenizer)
             except ValueError as exc:
                 raise AiimgError(f"{emb.path}: cannot be added to the tokenizer ({_first_line(exc)})") from None
         count = tensors[0].shape[0]
-        self.embeddings[emb.name.lower()] = [emb.name] + [f"{emb.name}_{i}" for i in range(1, count)]
+        self.embeddings[emb.name.lower()] = [token] + [f"{token}_{i}" for i in range(1, count)]
 
     def _text_encoders(self) -> list[tuple]:
         pipe = self.pipe
@@ -153,13 +158,15 @@ class Adapters:
             return [(pipe.text_encoder, pipe.tokenizer, "clip_l"), (pipe.text_encoder_2, pipe.tokenizer_2, "clip_g")]
         return [(pipe.text_encoder, pipe.tokenizer, "clip_l")]
 
-    def expand_embeddings(self, text: str) -> str:
-        """The prompt with each loaded embedding's name (a whole word, any case) replaced by one
-        token per vector, e.g. ``EasyNegative`` -> ``EasyNegative EasyNegative_1 ...``: diffusers'
-        own expansion misses names written in another case than the file's."""
-        if not self.embeddings:
+    def expand_embeddings(self, text: str, names: list[str] | None = None) -> str:
+        """The prompt with each embedding's name (a whole word, any case; of ``names`` only, when
+        given: the recipe's own) replaced by its tokens, one per vector: ``EasyNegative`` ->
+        ``<emb-HASH> <emb-HASH>_1 ...``."""
+        wanted = {n.lower() for n in names} if names is not None else set(self.embeddings)
+        loaded = {n: t for n, t in self.embeddings.items() if n in wanted}
+        if not loaded:
             return text
-        return resources.whole_words(self.embeddings).sub(lambda m: " ".join(self.embeddings[m.group(1).lower()]), text)
+        return resources.whole_words(loaded).sub(lambda m: " ".join(loaded[m.group(1).lower()]), text)
 
 
 def _merge(loras, adapter_name) -> dict[str, tuple[LoraFile, float, float]]:

@@ -69,7 +69,7 @@ def describe(recipe, cfg, model, overrides: dict | None = None) -> None:
         o.get("sampler", cfg.model.sampler), o.get("schedule", cfg.model.schedule), model
     )
     recipe.scheduler = _scheduler_class(recipe, model)
-    recipe.clip_skip = o.get("clip_skip", cfg.model.clip_skip)
+    recipe.clip_skip = _clip_skip(o.get("clip_skip", cfg.model.clip_skip), model)
     recipe.emphasis = cfg.prompt.emphasis
     recipe.vae = dict(model.vae)
     recipe.versions = versions()
@@ -88,9 +88,24 @@ def _lora_entry(network, dirs: Dirs) -> dict:
 
 
 def _sampler(sampler: str, schedule: str, model) -> tuple[str, str]:
-    if not sampler:  # the model's own, by its A1111 name
-        return resources.sampler_names(_base_scheduler(model))
-    return resources.split_sampler(sampler, schedule)
+    """(A1111 sampler, schedule type), checked by building it: a sampler that cannot run here
+    (a schedule diffusers lacks for it, a missing package) fails now, not at every image."""
+    base = _base_scheduler(model)
+    own, own_schedule = resources.sampler_names(base)
+    if not sampler and not schedule:
+        return own, own_schedule
+    if not sampler and own not in resources.SAMPLERS:
+        raise AiimgError(f"schedule type {schedule!r} needs a sampler: set [model] sampler (the model's is {own!r})")
+    name, schedule = resources.split_sampler(sampler or own, schedule)
+    resources.scheduler_for(name, schedule, base.config)
+    return name, schedule
+
+
+def _clip_skip(skip: int, model) -> int:
+    layers = getattr(model.txt2img.text_encoder.config, "num_hidden_layers", skip)
+    if skip > layers:
+        raise AiimgError(f"clip_skip = {skip}: this model's text encoder has {layers} layers; use 1..{layers}")
+    return skip
 
 
 def _scheduler_class(recipe, model) -> str:
@@ -140,8 +155,8 @@ def prepare(model, pipe, recipe, dirs: Dirs, steps: int) -> Prepared:
     text, _ = parse_networks(recipe.prompt)
     cond = encode(
         pipe,
-        adapters.expand_embeddings(text),
-        adapters.expand_embeddings(recipe.negative_prompt),
+        adapters.expand_embeddings(text, [e["name"] for e in recipe.embeddings]),
+        adapters.expand_embeddings(recipe.negative_prompt, [e["name"] for e in recipe.embeddings]),
         clip_skip=recipe.clip_skip,
         emphasis=recipe.emphasis,
         steps=steps,

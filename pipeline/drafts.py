@@ -75,8 +75,10 @@ def plan_from(cfg, model, imported, resolved, seed: int | None = None, prompt: s
     )
     sizes.check_size(recipe.width, recipe.height, imported.source)
     cfg = config.override(cfg, prompt__emphasis=imported.emphasis or "original")
-    wanted = {"sampler": imported.sampler, "schedule": imported.schedule, "clip_skip": imported.clip_skip}
-    conditioning.describe(recipe, cfg, model, {k: v for k, v in wanted.items() if v})
+    wanted = {"clip_skip": imported.clip_skip or 1}
+    if imported.sampler:  # with its own schedule: "" is Automatic, never the project's [model] schedule
+        wanted |= {"sampler": imported.sampler, "schedule": imported.schedule or "Automatic"}
+    conditioning.describe(recipe, cfg, model, wanted)
     return recipe
 
 

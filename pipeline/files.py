@@ -50,6 +50,8 @@ def atomic_write_json(path: Path, data: dict, durable: bool = True) -> None:
 def atomic_copy(src: Path, dest: Path, durable: bool = False) -> None:
     """A copy of ``src`` at ``dest`` (a reflink where the file system has them), never a hard
     link: a tool that rewrites the copy in place must not touch the original."""
+    if not Path(src).is_file():
+        raise AiimgError(f"{src}: missing, so it cannot be copied to {dest}; restore it")
     _atomic(Path(dest), lambda tmp: _copy(Path(src), tmp, durable), durable)
 
 

@@ -40,7 +40,7 @@ SAMPLER_NAMES = {
     "UniPCMultistepScheduler": "UniPC",
 }
 # the recipe's emphasis mode -> the name A1111 writes as "Emphasis: ..."
-EMPHASIS_NAMES = {"original": "Original", "no norm": "No norm", "none": "None"}
+EMPHASIS_NAMES = {"original": "Original", "no-norm": "No norm", "ignore": "Ignore"}
 _JSON = json.JSONDecoder()
 
 
@@ -76,7 +76,7 @@ def _fields(recipe: dict) -> list[tuple[str, object]]:
         ("VAE", vae.get("name")),
         ("Denoising strength", recipe.get("strength")),
         ("Clip skip", clip_skip if clip_skip > 1 else None),
-        ("Emphasis", None if emphasis.lower() == "original" else EMPHASIS_NAMES.get(emphasis.lower(), emphasis)),
+        ("Emphasis", None if emphasis.lower() == "original" else EMPHASIS_NAMES.get(emphasis, emphasis)),
         ("Template", recipe.get("template")),
         ("Lora hashes", _hash_list(recipe.get("loras"), "hash")),
         ("TI hashes", _hash_list(recipe.get("embeddings"), "hash")),

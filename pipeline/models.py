@@ -201,9 +201,7 @@ def _vae_config(vae) -> Path:
     """A folder holding the model's own VAE config: what a single VAE file is read with offline."""
     text = json.dumps(dict(vae.config), sort_keys=True, default=str)
     folder = cache_dir() / "vae-configs" / hashlib.sha256(text.encode()).hexdigest()[:12]
-    if not (folder / "config.json").is_file():
-        vae.save_config(folder)
-    return folder
+    return build_once(folder, vae.save_config, done="config.json")
 
 
 def file_hash(path: Path) -> str:
@@ -222,19 +220,24 @@ def folder_hash(folder: Path) -> str:
 # -- the tiny models --------------------------------------------------------------------------
 
 
-def build_once(folder: Path, fill) -> Path:
+def build_once(folder: Path, fill, done: str = "model_index.json") -> Path:
     """``fill(tmp)`` a temporary sibling, then rename it to ``folder``: a killed build leaves nothing
-    half-made, and a concurrent builder that wins leaves the same content."""
-    if (folder / "model_index.json").is_file():
+    half-made, and a concurrent builder that wins leaves the same content. ``done``: the file whose
+    presence says the folder is whole."""
+    if (folder / done).is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         fill(tmp)
+        if folder.exists() and not (folder / done).is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # debris of an older, unfinished scheme
         with contextlib.suppress(OSError):
-            os.replace(tmp, folder)
+            os.replace(tmp, folder)  # fails only when a concurrent builder won: same content
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if not (folder / done).is_file():
+        raise ModelError(f"{folder}: could not be built (no {done}); delete it and try again")
     return folder
 
 

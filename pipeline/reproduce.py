@@ -146,7 +146,7 @@ def from_parameters(text: str, source: Path | str = "") -> Imported:
         sampler=sampler,
         schedule=schedule,
         clip_skip=_number(p, "Clip skip", int, source) or 1,
-        emphasis=str(p.get("Emphasis", "original")).lower(),
+        emphasis=_emphasis(p, source),
         strength=_number(p, "Denoising strength", float, source),
         template=str(p.get("Template", "")),
         model={"name": _model_name(p), "hash": p.get("Model hash") or hashes.get("model", "")},
@@ -176,6 +176,20 @@ def _from_recipe_json(path: Path) -> Imported:
 
 
 # -- the settings, one by one -----------------------------------------------------------------
+
+
+def _emphasis(p: dict, source) -> str:
+    """A1111's "Emphasis: No norm" as the recipe's "no-norm"; its "None" (brackets as literal
+    text) has no equivalent here."""
+    from pipeline.metadata import EMPHASIS_NAMES
+
+    written = str(p.get("Emphasis", "Original")).strip()
+    modes = {name.lower(): mode for mode, name in EMPHASIS_NAMES.items()}
+    if written.lower() not in modes:
+        raise AiimgError(
+            f"{source}: Emphasis: {written} is not supported here (known: {', '.join(EMPHASIS_NAMES.values())})"
+        )
+    return modes[written.lower()]
 
 
 def _number(p: dict, key: str, kind, source):

@@ -178,6 +178,9 @@ def _pick(name: str, candidates: list):
 def _not_found(what: str, name: str, dirs: tuple[str, ...], names: Iterable[str], hint: str) -> AiimgError:
     if not dirs:
         return AiimgError(f"{what} {name!r}: no {what} folders are configured; {hint}")
+    absent = [d for d in dirs if not Path(d).is_dir()]
+    if absent:
+        hint = f"{', '.join(absent)} does not exist: fix [model] {what.lower()}_dirs in aiimg.toml. {hint}"
     names = sorted(set(names))
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     close += [n for n in difflib.get_close_matches(name.lower(), names, n=3, cutoff=0.5) if n not in close]
@@ -678,7 +681,13 @@ def scheduler_for(sampler: str, schedule: str, base_config):
         )
     kwargs = {flag: False for flag in _SIGMA_FLAGS if flag in accepted}  # the base config may set one
     kwargs.update(dict(spec.kwargs), **wanted)
-    return cls.from_config(dict(base_config), **kwargs)
+    try:
+        return cls.from_config(dict(base_config), **kwargs)
+    except ImportError as exc:  # e.g. Beta sigmas need scipy, which the studio extra does not pull
+        needs = getattr(exc, "name", None) or _first_line(exc)
+        raise AiimgError(
+            f"sampler {spec.name!r} with schedule type {sched!r} needs {needs}: pip install {needs}"
+        ) from None
 
 
 def _scheduler_class(spec: Sampler):

@@ -109,12 +109,15 @@ class Studio:
 
     # -- set-up and tear-down -----------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, drafting: bool = True) -> None:
+        """Load the model; ``drafting``: this command makes drafts from the template, so what the
+        template names (wildcards, LoRAs, embeddings, sampler) is checked now, not at the 300th."""
         self.content.ensure()
         removed = self.content.clean_temp()
         if removed:
             log.info("removed %d temp file(s) left by a killed process", removed)
-        prompts.check(self.cfg.prompt.template, self.content.prompts_dir)
+        if drafting:
+            prompts.check(self.cfg.prompt.template, self.content.prompts_dir)
         self._status("loading model")
         started = time.perf_counter()
         self.model = models.load(self.cfg.model)
@@ -125,7 +128,8 @@ class Studio:
             self.model.device,
             time.perf_counter() - started,
         )
-        self.check_drafts()
+        if drafting:
+            self.check_drafts()
         self.ranker = self._make_ranker()
         if os.environ.get("AIIMG_TRACE"):
             self.model.txt2img.unet.register_forward_pre_hook(self._trace_first_step)
@@ -438,7 +442,7 @@ def draft_from_command(cfg, source, seed: int | None = None, prompt: str = "", n
     content.ensure()
     with content.lock("draft --from"):
         studio = Studio(cfg, content)
-        studio.start()
+        studio.start(drafting=False)
         try:
             # 2. the recipe (its LoRAs, sampler... found before a pixel is made), 3. the draft
             recipe = drafts.plan_from(cfg, studio.model, imported, resolved, seed, prompt, negative)
@@ -470,7 +474,7 @@ def vary_command(cfg, draft_ids: list[str]) -> None:
             log.info("no seed waits (%d done already, %d with seed.error.txt)", skipped, len(errored))
         else:
             studio = Studio(cfg, content)
-            studio.start()
+            studio.start(drafting=False)
             try:
                 for seed in chosen:
                     studio.serve(seed)

@@ -126,7 +126,10 @@ def make(
     ratio = source.width / source.height
     image = source
     # prompt editing counts in the slider's steps from the first step run, as A1111's img2img does
-    prepared = conditioning.prepare(model, model.img2img, recipe, dirs, _steps(recipe))
+    try:
+        prepared = conditioning.prepare(model, model.img2img, recipe, dirs, _steps(recipe))
+    except AiimgError as exc:  # a LoRA for another base model, an embedding that will not fit...
+        raise MarkerError(str(exc)) from None
     for stage, area in enumerate(recipe.stage_areas):
         size = sizes.size_for(area, ratio)
         init = None

@@ -9,12 +9,14 @@ import checkpoint_fixtures
 import lora_fixtures
 import numpy as np
 import pytest
+import torch
 from conftest import aiimg
 from PIL import Image, PngImagePlugin
 
 from pipeline import metadata, models
 from pipeline.content import Content
 from pipeline.encoding import clip_tokenizer, token_count
+from pipeline.recipes import DraftRecipe
 
 LONG = ", ".join(f"{w} detail" for w in "red green blue gold silver amber ivory coral teal plum".split() * 5)
 PROMPT = f"(masterpiece:1.2), best quality, <lora:Detailer:0.8>, (red hair:1.3), Starry, {LONG} BREAK night city"
@@ -51,6 +53,14 @@ def studio_tree(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def first(studio_tree):
+    """The first draft of the folder, made by `aiimg draft` (every test may start from it)."""
+    made = aiimg(studio_tree / "aiimg.toml", "draft")
+    assert made.returncode == 0, made.stderr
+    return min(Content(studio_tree / "content").drafts(), key=lambda d: d.id)
+
+
 def only_draft(root, exclude=()):
     drafts = [d for d in Content(root / "content").drafts() if d.id not in exclude]
     assert len(drafts) == 1
@@ -62,10 +72,8 @@ def pixels(path):
         return np.asarray(img.convert("RGB"))
 
 
-def test_a_civitai_setup_makes_a_draft_whose_every_token_counted(studio_tree):
-    made = aiimg(studio_tree / "aiimg.toml", "draft")
-    assert made.returncode == 0, made.stderr
-    draft = only_draft(studio_tree)
+def test_a_civitai_setup_makes_a_draft_whose_every_token_counted(first):
+    draft = first
     recipe = json.loads(draft.recipe_path.read_text())
     count = token_count(PROMPT, clip_tokenizer())
     assert count.tokens > 150 and count.chunks == 4  # 3 chunks of text, then BREAK's own: nothing was cut
@@ -83,21 +91,20 @@ def test_a_civitai_setup_makes_a_draft_whose_every_token_counted(studio_tree):
     assert set(params["Hashes"]) >= {"model", "lora:Detailer", "embed:Starry"}
 
 
-def test_draft_from_its_png_remakes_it_pixel_for_pixel(studio_tree):
-    first = only_draft(studio_tree)
+def test_draft_from_its_png_remakes_it_pixel_for_pixel(studio_tree, first):
+    before = {d.id for d in Content(studio_tree / "content").drafts()}
     again = aiimg(studio_tree / "aiimg.toml", "draft", "--from", str(first.image))
     assert again.returncode == 0, again.stderr
-    second = only_draft(studio_tree, exclude={first.id})
+    second = only_draft(studio_tree, exclude=before)
     assert np.array_equal(pixels(first.image), pixels(second.image))
     other = aiimg(studio_tree / "aiimg.toml", "draft", "--from", str(first.image), "--seed", "7")
     assert other.returncode == 0, other.stderr
-    third = only_draft(studio_tree, exclude={first.id, second.id})
+    third = only_draft(studio_tree, exclude=before | {second.id})
     assert json.loads(third.recipe_path.read_text())["seed"] == 7
     assert not np.array_equal(pixels(first.image), pixels(third.image))
 
 
-def test_draft_from_an_a1111_png_uses_its_settings_and_names_what_is_missing(studio_tree, tmp_path):
-    first = min(Content(studio_tree / "content").drafts(), key=lambda d: d.id)
+def test_draft_from_an_a1111_png_uses_its_settings_and_names_what_is_missing(studio_tree, first, tmp_path):
     lora_hash = json.loads(first.recipe_path.read_text())["loras"][0]["hash"]
     a1111 = (
         "(masterpiece:1.2), <lora:Detailer:0.5>, a lighthouse\n"
@@ -141,3 +148,38 @@ def test_a_lora_the_template_names_but_the_folders_lack_fails_at_start(studio_tr
     assert done.returncode == 1
     assert "'detaler'" in done.stderr and "Detailer" in done.stderr  # the closest name is offered
     assert not (tmp_path / "content" / "drafts").exists() or not any((tmp_path / "content" / "drafts").iterdir())
+
+
+def test_a_seed_prompt_with_a_lora_makes_variations_with_it(studio_tree, first):
+    (first.folder / "seed.txt").write_text('count = 1\nprompt = "a lighthouse, <lora:detailer:1.1>, starry"\n')
+    done = aiimg(studio_tree / "aiimg.toml", "vary", first.id)
+    assert done.returncode == 0, done.stderr
+    (variation,) = Content(studio_tree / "content").read_work(first.id).variations
+    assert [(lora["name"], lora["te"]) for lora in variation.loras] == [("detailer", 1.1)]  # found in any case
+    assert [e["name"] for e in variation.embeddings] == ["Starry"]
+    with Image.open(Content(studio_tree / "content").variation_path(first.id, variation.file)) as img:
+        assert "Lora hashes" in img.text["parameters"] and "<lora:detailer:1.1>" in img.text["parameters"]
+
+
+def test_an_embedding_fires_on_its_word_only_not_inside_other_words(studio_tree):
+    from pipeline import conditioning, config
+    from pipeline.encoding import encode
+
+    cfg = config.load(studio_tree / "aiimg.toml")
+    loaded = models.load(cfg.model)
+    pipe = loaded.txt2img
+
+    def embeds(text):
+        return encode(pipe, text, "", steps=2).kwargs()["prompt_embeds"]
+
+    plain_word, plain_inside = embeds("Starry sky"), embeds("Starrynight sky")  # before any embedding loads
+    recipe = DraftRecipe("x", "Starry sky", 64, 64, 1, negative_prompt="")
+    conditioning.describe(recipe, cfg, loaded)
+    with_word = conditioning.prepare(loaded, pipe, recipe, conditioning.Dirs.of(cfg), 2).kwargs["prompt_embeds"]
+    assert not torch.equal(with_word, plain_word)  # the word became the embedding's vectors
+    inside = DraftRecipe("y", "Starrynight sky", 64, 64, 1, negative_prompt="")
+    conditioning.describe(inside, cfg, loaded)
+    assert inside.embeddings == []
+    got = conditioning.prepare(loaded, pipe, inside, conditioning.Dirs.of(cfg), 2).kwargs["prompt_embeds"]
+    assert torch.equal(got, plain_inside)  # inside a word it is text, as in A1111
+    assert torch.equal(embeds("Starrynight sky"), plain_inside)  # the tokenizer does not split it out either

@@ -14,7 +14,10 @@ FILES = (
 )
 CONTENT_NAMES = re.compile(rf"""/\s*f?["'][^"']*{FILES}|["'][^"'\s]*/{FILES}["']""")
 # joining anything onto a content folder or a folder under it
-CONTENT_JOIN = re.compile(r"(state_dir|works_dir|drafts_dir|prompts_dir|content_dir|logs_dir|\.folder)\s*/")
+CONTENT_JOIN = re.compile(
+    r"(state_dir|works_dir|drafts_dir|prompts_dir|content_dir|logs_dir|\.folder|content\.root)\s*/"
+    r"|(Path|joinpath)\([^)]*(content_dir|content\.root|state_dir|works_dir|drafts_dir)\s*,"
+)
 NO_TORCH = {"config", "content", "files", "logs", "markers", "recipes", "rounds", "prompts", "sizes", "metadata"}
 
 
@@ -51,6 +54,9 @@ def test_the_checker_itself_catches_a_join():
     assert CONTENT_NAMES.search('path = base / "works" / wid / "work.json"')
     assert not CONTENT_NAMES.search('log.info("cancelled (seed.txt removed)")')
     assert not CONTENT_JOIN.search("return self.content.preference_path()")
+    assert CONTENT_JOIN.search('folder = content.root / "works"')
+    assert CONTENT_JOIN.search('p = Path(cfg.content_dir, "drafts")')
+    assert not CONTENT_JOIN.search("return self.root / rel")  # output/'s own root
 
 
 def test_torch_is_imported_only_by_the_generation_modules():

@@ -60,7 +60,7 @@ FULL = {
     "sampler": "DPM++ 2M",
     "schedule": "Karras",
     "clip_skip": 2,
-    "emphasis": "no norm",
+    "emphasis": "no-norm",
     "vae": {"name": "vae-ft-mse.safetensors", "hash": "c6a580b13a"},
     "loras": [{"name": "Ink_Style", "te": 0.8, "unet": 0.8, "hash": "7c6bad76eb54", "sha256": "ab" * 32}],
     "embeddings": [{"name": "EasyNegative", "hash": "c74b4e810b03"}],

@@ -35,7 +35,7 @@ def test_an_a1111_png_gives_every_setting(tmp_path):
     assert got.prompt.startswith("masterpiece, best quality, 1girl, <lora:add_detail:0.6>")
     assert got.negative_prompt == "EasyNegative, (worst quality:1.4),\nbad-hands-5"
     assert (got.seed, got.width, got.height, got.steps, got.guidance_scale) == (3050193617, 832, 1216, 28, 6.5)
-    assert (got.sampler, got.schedule, got.clip_skip, got.emphasis) == ("DPM++ 2M", "Karras", 2, "no norm")
+    assert (got.sampler, got.schedule, got.clip_skip, got.emphasis) == ("DPM++ 2M", "Karras", 2, "no-norm")
     assert got.strength == 0.45 and got.tool == "v1.10.1"
     assert got.model == {"name": "anyloraCheckpoint_bakedvaeBlessedFp16", "hash": "7f96a1a9ca"}
     assert got.vae == {"name": "vae-ft-mse-840000-ema-pruned.safetensors", "hash": "235745af8d"}
@@ -244,3 +244,15 @@ def test_missing_resources_are_named_with_their_hashes(tmp_path):
 def test_an_image_without_resources_needs_nothing(tmp_path):
     got = check_available(from_parameters(FORGE, "forge.png"), [], [])
     assert got.loras == {} and got.embeddings == {} and got.prompt == "a cat on a sofa"
+
+
+def test_emphasis_round_trips_by_a1111_names_and_none_is_refused():
+    from pipeline.metadata import EMPHASIS_NAMES, a1111_parameters
+
+    for mode, name in EMPHASIS_NAMES.items():
+        text = a1111_parameters({"prompt": "a", "steps": 2, "seed": 1, "width": 64, "height": 64, "emphasis": mode})
+        assert ("Emphasis: " + name in text) == (mode != "original")
+        assert from_parameters(text).emphasis == mode
+    literal = "a (b)\nSteps: 2, Seed: 1, Size: 64x64, Emphasis: None"
+    with pytest.raises(AiimgError, match="Emphasis: None is not supported"):
+        from_parameters(literal, "x.png")

@@ -147,6 +147,11 @@ def test_removing_the_marker_before_the_round_starts_cancels_it(studio):
         (b"count = nope", "not valid TOML"),
         (b"colour = 3", "unknown key 'colour'"),
         (b"\xff\xfe\xfa", "not UTF-8"),
+        # valid TOML and in range, but not what this model or diffusers can do: answered, not retried
+        (b'sampler = "DDIM"\nschedule = "Karras"', "has no such schedule"),
+        (b'schedule = "Karras"', "has no such schedule"),  # the model's own sampler (PLMS) with it
+        (b"clip_skip = 9", "text encoder has 2 layers"),
+        (b'prompt = "a cat <lora:nowhere:1>"', "no LoRA folders are configured"),
     ],
 )
 def test_bad_marker_gets_an_error_file_and_other_seeds_are_still_served(studio, body, message):
