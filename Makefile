@@ -18,7 +18,10 @@ export TOKENIZERS_PARALLELISM ?= false
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[studio,rank,dev]"
+	$(BIN)/pip install -q -e ".[studio,rank,dev,search]"
+	# spandrel without its torchvision pin: PyPI's torchvision only loads beside a CUDA torch, and the
+	# upscaler code paths never call it (tests/test_finishing.py stands in for it during import)
+	$(BIN)/pip install -q --no-deps "spandrel==0.4.2" "einops>=0.8"
 	touch $(STAMP) $(GALLERY)
 
 # the gallery alone needs no torch: `make build` on a machine that only publishes
@@ -65,6 +68,9 @@ bench: install chromium
 	OMP_NUM_THREADS=1 $(BIN)/python bench/studio.py
 	$(BIN)/python bench/gallery.py
 	$(BIN)/python bench/ranking.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/prompts.py
+	$(BIN)/python bench/steering.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/finishing.py
 
 # refresh the golden pages on purpose, after a deliberate change to the templates
 golden: install

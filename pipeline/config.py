@@ -202,6 +202,18 @@ class PromptConfig:
         "how (word:1.2) weights apply, as A1111's setting: original, no-norm (no mean restore), ignore",
         choices=("original", "no-norm", "ignore"),
     )
+    steer: bool = key(
+        False,
+        "steer drafts toward what you seed: each {a|b} choice, __wildcard__ line and aspect bucket is drawn by "
+        "Thompson sampling on its seed rate among the drafts you have seen (docs/ranking.md)",
+    )
+    steer_floor: float = key(
+        0.1,
+        "with steer: no option's probability falls below this fraction of its share under the template's own "
+        "weights (0 = no floor, 1 = no steering)",
+        min=0,
+        max=1,
+    )
 
 
 @dataclass(frozen=True)
@@ -218,6 +230,17 @@ class DraftConfig:
     )
     steps: int = key(25, "denoising steps per draft", min=1, max=1000)
     guidance_scale: float = key(7.0, "classifier-free guidance (CFG scale)", min=0, max=100)
+    deep_shrink: bool = key(
+        False,
+        "Kohya Deep Shrink for drafts above the model's native area (SD 1.x at 800x800): the UNet's features "
+        "are halved at its first down block early in the schedule; fewer doubled subjects (docs/finishing.md)",
+    )
+    deep_shrink_end: float = key(
+        0.35,
+        "Deep Shrink stops after this fraction of the noise schedule (0.35: timesteps 1000..650, Kohya's default)",
+        min=0.01,
+        max=1,
+    )
 
 
 @dataclass(frozen=True)
@@ -234,6 +257,78 @@ class VariationConfig:
     )
     steps: int = key(30, "denoising steps (img2img runs int(steps * strength) of them)", min=1, max=1000, seed="steps")
     guidance_scale: float = key(7.0, "classifier-free guidance for variations", min=0, max=100, seed="guidance_scale")
+    strengths: list = key(
+        [],
+        "denoising strength of each ladder stage, one per [variation] areas entry ([] = strength at every stage)",
+        item=Key(0.0, "strength", min=0.01, max=1),
+    )
+    min_steps: int = key(
+        10,
+        "denoising steps every stage runs at least, whatever its strength (steps rise to ceil(min_steps / strength))",
+        min=1,
+        max=1000,
+    )
+    colour_correction: str = key(
+        "auto",
+        "match each stage's colours to the draft (A1111's img2img colour correction: LAB histograms, "
+        "luminosity kept); auto = on for a ladder of 2 or more stages",
+        choices=("auto", "on", "off"),
+    )
+    upscaler: str = key(
+        "",
+        "upscaler model between ladder stages (.pth/.safetensors: ESRGAN, RealESRGAN, SwinIR... read by spandrel, "
+        "pip install 'aiimg[finish]'), relative to aiimg.toml; '' = Lanczos",
+    )
+
+    def __post_init__(self) -> None:
+        # one strength per stage: a list that is off by one would silently shift every stage's strength
+        if self.strengths and len(self.strengths) != len(self.areas):
+            raise ConfigError(
+                f"[variation] strengths = {_toml(self.strengths)} has {len(self.strengths)} entries but "
+                f"[variation] areas = {_toml(self.areas)} has {len(self.areas)} stages: give one strength per "
+                f"stage, or strengths = [] for strength at every stage"
+            )
+
+
+def _area_problem(value: int) -> str:
+    return "" if value == 0 or value >= 4096 else "0 (keep) or at least 4096"
+
+
+@dataclass(frozen=True)
+class FinishConfig:
+    enabled: bool = key(
+        False,
+        "finish every new variation into a copy, works/<id>/finished/<n>.png (the raw variation is kept; "
+        "the gallery publishes the copy)",
+    )
+    upscaler: str = key(
+        "",
+        "upscaler model (.pth/.safetensors read by spandrel, pip install 'aiimg[finish]'), relative to "
+        "aiimg.toml; '' = none",
+    )
+    area: int = key(
+        0,
+        "resize the finished copy to this area in pixels, ratio kept (0 = keep its size)",
+        min=0,
+        max=MAX_AREA,
+        check=_area_problem,
+        allowed="0 or 4096..16777216",
+    )
+    width: int = key(
+        0, "resize the finished copy to this width in pixels instead of an area (0 = unset)", min=0, max=16384
+    )
+    sharpen: int = key(
+        50,
+        "unsharp mask in percent (Pillow UnsharpMask, radius 2, threshold 3), last, at the final size; 0 = none",
+        min=0,
+        max=80,
+    )
+
+    def __post_init__(self) -> None:
+        if self.area and self.width:
+            raise ConfigError(
+                f"[finish] area = {self.area} and [finish] width = {self.width}: set one of them (the other 0)"
+            )
 
 
 @dataclass(frozen=True)
@@ -259,7 +354,7 @@ class ScoreConfig:
     clip_model: str = key("", "local folder of CLIP ViT-L/14 (openai/clip-vit-large-patch14) for the aesthetic scorer")
     aesthetic_head: str = key("", "local path of the LAION aesthetic MLP head (sac+logos+ava1-l14-linearMSE.pth)")
     learn_min_seeds: int = key(20, "marked seeds needed before `aiimg rank --learn` fits a preference model", min=1)
-    learn_min_unmarked: int = key(100, "unmarked drafts older than a day needed before --learn", min=1)
+    learn_min_unmarked: int = key(100, "drafts seen and not seeded needed before --learn", min=1)
     review_port: int = key(8766, "port of `aiimg review` on 127.0.0.1 (0: any free port)", **PORT)
     duplicate_distance: int = key(
         8, "drafts whose 64-bit perceptual hashes differ in at most this many bits are near-duplicates", min=0, max=64
@@ -286,6 +381,18 @@ class SiteConfig:
     webp_quality: int = key(80, "WebP quality", min=1, max=100)
     avif: bool = key(False, "also encode AVIF (smaller, ~1 s per megapixel to encode)")
     strip_metadata: bool = key(False, "publish the original PNGs without the A1111 parameters chunk")
+    originals: str = key(
+        "png",
+        "full-size originals published beside the WebP display images: png (the source as it is), "
+        "webp (lossless, ~40% smaller, A1111 parameters kept in EXIF as A1111 writes them), none",
+        choices=("png", "webp", "none"),
+    )
+    max_size_mb: int = key(
+        1000,
+        "size budget of output/ in MB (GitHub Pages publishes at most 1 GB): a build warns from 90% of it, "
+        "--strict fails over it; 0 = no limit",
+        min=0,
+    )
     serve_port: int = key(8000, "port of `aiimg serve` on 127.0.0.1 (0: any free port)", **PORT)
 
 
@@ -305,6 +412,7 @@ class Config:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     draft: DraftConfig = field(default_factory=DraftConfig)
     variation: VariationConfig = field(default_factory=VariationConfig)
+    finish: FinishConfig = field(default_factory=FinishConfig)
     run: RunConfig = field(default_factory=RunConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     site: SiteConfig = field(default_factory=SiteConfig)
@@ -324,6 +432,7 @@ SECTIONS = {
     "prompt": PromptConfig,
     "draft": DraftConfig,
     "variation": VariationConfig,
+    "finish": FinishConfig,
     "run": RunConfig,
     "score": ScoreConfig,
     "site": SiteConfig,
@@ -382,7 +491,10 @@ def from_dict(data: dict, source: str = "aiimg.toml", root: str = ".") -> Config
             continue
         values, wrong = _read(keys(cls), data[name], f"{source}: [{name}] ")
         problems += wrong
-        top[name] = cls(**values)
+        try:
+            top[name] = cls(**values)
+        except ConfigError as exc:  # a rule between two keys of the section (its __post_init__)
+            problems.append(f"{source}: {exc}")
     _raise(source, problems)
     return _local_paths(Config(root=root, **top))
 

@@ -303,6 +303,20 @@ class Content:
         """A draft's CLIP image embedding (ranking/store.py)."""
         return self.state_dir / "embeddings" / f"{check_id(draft_id)}.npy"
 
+    # -- steering
+    def impressions_path(self) -> Path:
+        """The drafts the creator has seen on the review page (steering.py); deleting it forgets them."""
+        return self.state_dir / "impressions.json"
+
+    # -- finishing
+    def finished_path(self, draft_id: str, file_name: str) -> Path:
+        """``works/<id>/finished/<n>.png``: the finished copy of variation ``<n>.png`` ([finish],
+        finishing.py), same name in a sub-folder so the raw variation beside it is kept as made."""
+        return self.work_folder(draft_id) / "finished" / self.variation_path(draft_id, file_name).name
+
+    def write_finished(self, draft_id: str, file_name: str, png: bytes) -> None:
+        atomic_write_bytes(self.finished_path(draft_id, file_name), png)
+
 
 def _read_text(path: Path) -> str:
     try:

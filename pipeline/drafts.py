@@ -12,7 +12,7 @@ import random
 import secrets
 import time
 
-from pipeline import __version__, conditioning, prompts, sizes
+from pipeline import __version__, conditioning, prompts, sizes, steering
 from pipeline.content import Content, new_draft_id, utc_now
 from pipeline.metadata import png_bytes
 from pipeline.recipes import DraftRecipe
@@ -27,8 +27,12 @@ class Preempted(Exception):
 def plan(cfg, content: Content, model, rng: random.Random | None = None) -> DraftRecipe:
     """The full recipe of the next draft (everything but its pixels and timing)."""
     rng = rng or random.Random(secrets.randbits(64))
-    width, height = sizes.draft_size(cfg.draft.area, cfg.draft.aspect, rng)
-    prompt = prompts.render(cfg.prompt.template, content.prompts_dir, rng.randrange(2**32))
+    steer = steering.for_drafts(cfg, content)  # None when [prompt] steer is off: the draws of before, unchanged
+    if steer:
+        width, height, aspect = steer.size(cfg.draft.area, cfg.draft.aspect, rng)
+    else:
+        width, height = sizes.draft_size(cfg.draft.area, cfg.draft.aspect, rng)
+    prompt = prompts.render(cfg.prompt.template, content.prompts_dir, rng.randrange(2**32), steer)
     recipe = DraftRecipe(
         id=new_draft_id(),
         created=utc_now(),
@@ -46,6 +50,8 @@ def plan(cfg, content: Content, model, rng: random.Random | None = None) -> Draf
         guidance_scale=cfg.draft.guidance_scale,
         aiimg_version=__version__,
     )
+    if steer:  # the evidence and the size's probability, beside each pick's own "p"
+        recipe.extra["steering"] = {**steer.summary(), "aspect": aspect}
     conditioning.describe(recipe, cfg, model)
     return recipe
 
@@ -104,22 +110,36 @@ def _warn_about(imported, model) -> None:
         log.warning("%s is an img2img or hires-fix image: only its txt2img first pass is remade", imported.source)
 
 
-def make(model, recipe: DraftRecipe, should_stop=None, dirs: conditioning.Dirs = conditioning.Dirs()):
-    """The draft image; raises Preempted within one denoising step once ``should_stop()``."""
+def make(
+    model,
+    recipe: DraftRecipe,
+    should_stop=None,
+    dirs: conditioning.Dirs = conditioning.Dirs(),
+    deep_shrink: float | None = None,
+):
+    """The draft image; raises Preempted within one denoising step once ``should_stop()``.
+
+    ``deep_shrink``: ``[draft] deep_shrink_end`` when Deep Shrink is on (finishing.deep_shrink_end);
+    it acts only above the model's native area and is then recorded in the recipe."""
     import torch
+
+    from pipeline import finishing
 
     started = time.perf_counter()
     prepared = conditioning.prepare(model, model.txt2img, recipe, dirs, recipe.steps)
-    image = model.txt2img(
-        **prepared.kwargs,
-        width=recipe.width,
-        height=recipe.height,
-        num_inference_steps=recipe.steps,
-        guidance_scale=recipe.guidance_scale,
-        generator=torch.Generator("cpu").manual_seed(recipe.seed),
-        callback_on_step_end=step_callback(should_stop, switch=prepared.callback),
-        callback_on_step_end_tensor_inputs=["latents", *prepared.tensor_inputs],
-    ).images[0]
+    with finishing.deep_shrink(model.txt2img, recipe.width, recipe.height, deep_shrink) as shrink:
+        image = model.txt2img(
+            **prepared.kwargs,
+            width=recipe.width,
+            height=recipe.height,
+            num_inference_steps=recipe.steps,
+            guidance_scale=recipe.guidance_scale,
+            generator=torch.Generator("cpu").manual_seed(recipe.seed),
+            callback_on_step_end=step_callback(should_stop, switch=prepared.callback),
+            callback_on_step_end_tensor_inputs=["latents", *prepared.tensor_inputs],
+        ).images[0]
+    if shrink:
+        recipe.extra["deep_shrink"] = shrink.entry()  # DraftRecipe has no field of its own for it (yet)
     recipe.seconds = round(time.perf_counter() - started, 3)
     return image
 

@@ -13,7 +13,9 @@ sd-parsers and sd-prompt-reader read), in A1111's order, each field only when se
 
 (one line in the file). Values holding ``,`` ``:`` ``"`` or a newline are JSON-quoted as A1111
 quotes them; ``Hashes`` is raw JSON as the Civitai extension writes it. Schedule type is written
-only when not "Automatic", Clip skip only above 1, Emphasis only when not "Original".
+only when not "Automatic", Clip skip only above 1, Emphasis only when not "Original". aiimg's own
+stages (finishing.py) follow Denoising strength, each only when used: ``Ladder`` (2+ stages),
+``Colour correction``, ``Deep Shrink`` (drafts), ``Finishing`` (a finished copy's steps).
 """
 
 from __future__ import annotations
@@ -75,12 +77,47 @@ def _fields(recipe: dict) -> list[tuple[str, object]]:
         ("VAE hash", vae.get("hash")),
         ("VAE", vae.get("name")),
         ("Denoising strength", recipe.get("strength")),
+        ("Ladder", _ladder(recipe.get("stages"))),
+        ("Colour correction", "LAB to draft" if recipe.get("colour_correction") else None),
+        ("Deep Shrink", _deep_shrink(recipe.get("deep_shrink"))),
+        ("Finishing", _finishing(recipe.get("finished"))),
         ("Clip skip", clip_skip if clip_skip > 1 else None),
         ("Emphasis", None if emphasis.lower() == "original" else EMPHASIS_NAMES.get(emphasis, emphasis)),
         ("Template", recipe.get("template")),
         ("Lora hashes", _hash_list(recipe.get("loras"), "hash")),
         ("TI hashes", _hash_list(recipe.get("embeddings"), "hash")),
     ]
+
+
+def _ladder(stages) -> str:
+    """Every stage of a ladder of 2+ (one stage says nothing the Size and Denoising strength do not)."""
+    if not stages or len(stages) < 2:
+        return ""
+    return "; ".join(
+        f"{s['width']}x{s['height']} strength {s['strength']} steps {s['steps']} via {s.get('upscaler') or 'Lanczos'}"
+        for s in stages
+    )
+
+
+def _deep_shrink(shrink) -> str:
+    if not shrink:
+        return ""
+    return f"down block {shrink['block']} 1/{shrink['factor']} until timestep {shrink['until_timestep']:g}"
+
+
+def _finishing(finished) -> str:
+    """The finished copy's steps, in order, e.g. ``upscale 4x.pth x4 to 4096x4096; unsharp 2/50/3``."""
+    if not finished:
+        return ""
+    said = []
+    for step in finished.get("steps", ()):
+        if step["step"] == "upscale":
+            said.append(f"upscale {step['name']} x{step['scale']} to {step['width']}x{step['height']}")
+        elif step["step"] == "resize":
+            said.append(f"resize {step['filter']} to {step['width']}x{step['height']}")
+        elif step["step"] == "unsharp":
+            said.append(f"unsharp radius {step['radius']} percent {step['percent']} threshold {step['threshold']}")
+    return "; ".join(said) or "copy"
 
 
 def _hash_list(entries, key: str) -> str:

@@ -16,7 +16,9 @@ A recipe holds enough to regenerate the same pixels on the same model and hardwa
       (A1111 numbering, 1 = none), emphasis, loras [{"name", "te", "unet", "hash"}], embeddings
       [{"name", "hash"}], vae {"name", "hash"}; and versions {library: version}, encoder (the
       prompt encoder's mode), so the pixels can be traced to the code that made them
-    + variations: parent (draft id), index, file, round (1-based), stage_areas, strength
+    + variations: parent (draft id), index, file, round (1-based), stage_areas, strength, stages
+      [{width, height, strength, steps, denoise_steps, upscaler}], colour_correction, finished
+      {file, width, height, steps, seconds} (finishing.py)
 
 A variation belongs to the round its ``round`` names; a round's files are the variations that
 name it, so each file is recorded once. (Files written before this format also listed each
@@ -99,7 +101,13 @@ class VariationRecipe(Recipe):
     file: str = ""
     round: int = 0
     stage_areas: list = field(default_factory=list)
-    strength: float = 0.0
+    strength: float = 0.0  # the first stage's (the variation proper); every stage's is in ``stages``
+    # per ladder stage: width, height, strength, steps, denoise_steps (what runs: int(steps * strength)),
+    # upscaler ("Lanczos" or the model's file name) and upscaler_hash; None in records made before ladders
+    stages: list | None = None
+    colour_correction: bool | None = None  # each stage's colours matched to the draft (finishing.py)
+    # [finish]: {"file": "finished/<n>.png", "width", "height", "steps": [{"step": ...}, ...], "seconds"}
+    finished: dict | None = None
 
 
 @dataclass

@@ -67,10 +67,36 @@ def draft_size(area: int, aspects: list, rng: random.Random) -> tuple[int, int]:
     they are buckets, as SDXL's; the drawn ratio picks the closest bucket.
     """
     ratio = draw_aspect(aspects, rng)
+    return _closest(buckets(area, aspects), ratio) or size_for(area, ratio)
+
+
+def buckets(area: int, aspects: list) -> list[tuple[int, int]]:
+    """The draft sizes :func:`draft_size` chooses among (none when no 64-multiple fits the range)."""
     ratios = parse_aspects(aspects)
     lo, hi = min(ratios), max(ratios)
-    buckets = [wh for wh in candidates(area, 64, TOLERANCE) if lo - 1e-9 <= wh[0] / wh[1] <= hi + 1e-9]
-    return _closest(buckets, ratio) or size_for(area, ratio)
+    return [wh for wh in candidates(area, 64, TOLERANCE) if lo - 1e-9 <= wh[0] / wh[1] <= hi + 1e-9]
+
+
+def bucket_shares(area: int, aspects: list) -> list[tuple[tuple[int, int], float]]:
+    """Each bucket with the probability that :func:`draft_size` returns it: for a range, the share
+    of the log-ratio range closest to it; for a list, the share of the listed ratios closest to it.
+    Buckets with no share are left out; [] when there are no buckets (sizes are then not buckets)."""
+    ratios = parse_aspects(aspects)
+    found = buckets(area, aspects)
+    if not found:
+        return []
+    share: dict[tuple[int, int], float] = dict.fromkeys(found, 0.0)
+    if len(ratios) == 2 and ratios[0] != ratios[1]:
+        lo, hi = sorted(math.log(r) for r in ratios)
+        ordered = sorted(found, key=lambda wh: math.log(wh[0] / wh[1]))
+        logs = [math.log(w / h) for w, h in ordered]
+        edges = [lo] + [(a + b) / 2 for a, b in zip(logs, logs[1:])] + [hi]  # closest in log ratio
+        for wh, start, end in zip(ordered, edges, edges[1:]):
+            share[wh] = max(0.0, min(end, hi) - max(start, lo)) / (hi - lo)
+    else:
+        for r in ratios:
+            share[_closest(found, r)] += 1 / len(ratios)
+    return [(wh, s) for wh, s in sorted(share.items(), key=lambda kv: kv[0][0] / kv[0][1]) if s > 0]
 
 
 def candidates(area: int, snap: int, tol: float) -> list[tuple[int, int]]:

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from pipeline import conditioning, drafts, markers, models, prompts, rounds, variations, watcher
+from pipeline import conditioning, drafts, finishing, markers, models, prompts, rounds, variations, watcher
 from pipeline.content import Content
 from pipeline.errors import AiimgError, MarkerError
 from pipeline.recipes import DraftRecipe
@@ -175,7 +175,8 @@ class Studio:
         recipe = drafts.plan(self.cfg, self.content, self.model)
         self._status(f"draft {recipe.id} {recipe.width}x{recipe.height}")
         try:
-            image = drafts.make(self.model, recipe, self._should_preempt if preemptible else self._stop_now, self.dirs)
+            stop = self._should_preempt if preemptible else self._stop_now
+            image = drafts.make(self.model, recipe, stop, self.dirs, finishing.deep_shrink_end(self.cfg))
         except drafts.Preempted:
             self.made["preempted"] += 1
             trace("draft_preempted", id=recipe.id)
@@ -277,9 +278,16 @@ class Studio:
             self._status(f"variation {seed.draft.id} #{index}")
             self.first_step_due = made == 0
             image = variations.make(
-                self.model, source, recipe, on_step=self._on_variation_step, latents=latents, dirs=self.dirs
+                self.model,
+                source,
+                recipe,
+                on_step=self._on_variation_step,
+                latents=latents,
+                dirs=self.dirs,
+                upscaler=variations.ladder_upscaler(self.cfg),  # loaded by variations.recipe: cached
             )
             variations.save(self.content, image, recipe)
+            finishing.finish(self.cfg, self.content, image, recipe, self.model.device)  # [finish]: a copy
             rounds.record(self.content, plan, recipe)
             made += 1
             self.made["variations"] += 1

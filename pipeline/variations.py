@@ -3,8 +3,14 @@
 Variation ``i`` of a draft has image seed ``sha256("<draft-id>:<i>")[:8]``: a round resumed
 after a kill regenerates exactly the images it would have made, and a file written but not yet
 recorded (the kill came between the two) is simply made again under the same name.
-Each stage of the area ladder resizes the previous image (Lanczos) to the draft's aspect at
-that area and runs img2img on it at ``strength``. Rounds (which variations to make) are
+A variation is made in stages, the ladder of ``[variation] areas``: the first stage is the draft
+resized (Lanczos) to the draft's ratio at the first area; each later one is the previous stage's
+image resized to the next area (Lanczos, or ``[variation] upscaler``'s model then Lanczos to the
+exact size); every stage is img2img at its own strength (``[variation] strengths``), with at
+least ``[variation] min_steps`` denoising steps run whatever the strength. With colour
+correction on (by default for ladders of 2+ stages) every stage's colours are matched to the
+draft's (finishing.py). The recipe records each stage (size, strength, steps, upscaler), so
+:func:`make` remakes the same pixels from it alone. Rounds (which variations to make) are
 rounds.py's; this module makes pixels.
 """
 
@@ -16,7 +22,7 @@ import time
 
 from PIL import Image, UnidentifiedImageError
 
-from pipeline import __version__, conditioning, sizes
+from pipeline import __version__, conditioning, finishing, sizes
 from pipeline.content import Content, Draft, utc_now
 from pipeline.drafts import step_callback
 from pipeline.errors import AiimgError, MarkerError
@@ -42,7 +48,12 @@ def load_draft(content: Content, draft: Draft) -> tuple[DraftRecipe, Image.Image
 def recipe(cfg, draft: DraftRecipe, rnd: Round, round_no: int, index: int, model) -> VariationRecipe:
     """Variation ``index`` of ``draft`` in round ``round_no``, the seed's overrides applied."""
     o = rnd.overrides
-    width, height = sizes.size_for(cfg.variation.areas[-1], draft.width / draft.height)
+    try:  # a bad upscaler file (ladder or finishing) is answered beside the marker, before any pixel
+        upscaler = ladder_upscaler(cfg)
+        finishing.finishing_upscaler(cfg)
+    except AiimgError as exc:
+        raise MarkerError(str(exc)) from None
+    stages = plan_stages(cfg.variation, draft.width / draft.height, o, upscaler)
     recipe = VariationRecipe(
         id=f"{draft.id}-{index}",
         created=utc_now(),
@@ -58,11 +69,13 @@ def recipe(cfg, draft: DraftRecipe, rnd: Round, round_no: int, index: int, model
         negative_prompt=o.get("negative_prompt", draft.negative_prompt),
         prompt_seed=draft.prompt_seed,
         seed=variation_seed(draft.id, index),
-        width=width,
-        height=height,
+        width=stages[-1]["width"],
+        height=stages[-1]["height"],
         stage_areas=list(cfg.variation.areas),
-        steps=o.get("steps", cfg.variation.steps),
-        strength=o.get("strength", cfg.variation.strength),
+        steps=stages[0]["steps"],  # what the first stage asks for, as A1111's img2img writes its slider
+        strength=stages[0]["strength"],
+        stages=stages,
+        colour_correction=colour_correction(cfg.variation.colour_correction, len(stages)),
         guidance_scale=o.get("guidance_scale", cfg.variation.guidance_scale),
         aiimg_version=__version__,
     )
@@ -71,6 +84,56 @@ def recipe(cfg, draft: DraftRecipe, rnd: Round, round_no: int, index: int, model
     except AiimgError as exc:  # a LoRA or sampler this seed (or its draft) names: answered beside the marker
         raise MarkerError(str(exc)) from None
     return recipe
+
+
+def plan_stages(settings, ratio: float, overrides: dict, upscaler=None) -> list[dict]:
+    """Every stage of the ladder (``settings``: ``[variation]``) at the draft's ``ratio``.
+
+    Strengths: a seed's ``strength`` for every stage, else ``strengths``, else ``strength`` for
+    every stage. Steps: the seed's or ``steps``, raised so that ``min_steps`` denoising steps run
+    (img2img runs ``int(steps * strength)`` of them: 30 steps at 0.3 would be 9)."""
+    n = len(settings.areas)
+    if "strength" in overrides:
+        strengths = [overrides["strength"]] * n
+    else:
+        strengths = list(settings.strengths) or [settings.strength] * n
+    base = overrides.get("steps", settings.steps)
+    stages = []
+    for number, (area, strength) in enumerate(zip(settings.areas, strengths)):
+        width, height = sizes.size_for(area, ratio)
+        steps = stage_steps(base, strength, settings.min_steps)
+        stage = {
+            "width": width,
+            "height": height,
+            "strength": strength,
+            "steps": steps,
+            "denoise_steps": int(steps * strength),
+            "upscaler": "Lanczos",
+        }
+        if number > 0 and upscaler is not None:  # the first stage starts from the draft: Lanczos, prefetched
+            stage |= {"upscaler": upscaler.name, "upscaler_hash": upscaler.hash}
+        stages.append(stage)
+    return stages
+
+
+def stage_steps(steps: int, strength: float, minimum: int) -> int:
+    """The steps to ask for so that at least ``minimum`` run at ``strength``: max(steps, ceil(minimum / strength))."""
+    steps = max(steps, math.ceil(minimum / strength))
+    while int(steps * strength) < minimum:  # 10 / 0.7 * 0.7 may land a hair under 10 in floating point
+        steps += 1
+    return steps
+
+
+def colour_correction(setting: str, stages: int) -> bool:
+    """``[variation] colour_correction``: auto is on for a ladder, where the drift of each stage adds up."""
+    return setting == "on" or (setting == "auto" and stages > 1)
+
+
+def ladder_upscaler(cfg):
+    """``[variation] upscaler`` loaded (once per file), or None for Lanczos; only a ladder uses it."""
+    if not cfg.variation.upscaler or len(cfg.variation.areas) < 2:
+        return None
+    return finishing.upscaler(finishing.local_file(cfg, cfg.variation.upscaler), "[variation] upscaler")
 
 
 def variation_seed(draft_id: str, index: int) -> int:
@@ -115,45 +178,71 @@ def make(
     on_step=None,
     latents=None,
     dirs: conditioning.Dirs = conditioning.Dirs(),
+    upscaler=None,
 ) -> Image.Image:
     """Run every stage of the ladder; returns the final image and records seconds taken.
 
     ``latents``: the first stage's :func:`encode` of ``source``, when the caller has it.
+    ``upscaler``: the model the recipe's later stages name (:func:`ladder_upscaler`), if any.
     """
     import torch
 
     started = time.perf_counter()
-    ratio = source.width / source.height
+    stages = recipe.stages or _stages_before_ladders(recipe, source)
+    target = finishing.colour_target(source) if recipe.colour_correction else None
     image = source
-    # prompt editing counts in the slider's steps from the first step run, as A1111's img2img does
-    try:
-        prepared = conditioning.prepare(model, model.img2img, recipe, dirs, _steps(recipe))
-    except AiimgError as exc:  # a LoRA for another base model, an embedding that will not fit...
-        raise MarkerError(str(exc)) from None
-    for stage, area in enumerate(recipe.stage_areas):
-        size = sizes.size_for(area, ratio)
+    prepared = {}
+    for number, stage in enumerate(stages):
+        size = (stage["width"], stage["height"])
+        steps = stage["steps"]
+        if steps not in prepared:
+            # prompt editing counts in the slider's steps from the first step run, as A1111's img2img does
+            try:
+                prepared[steps] = conditioning.prepare(model, model.img2img, recipe, dirs, steps)
+            except AiimgError as exc:  # a LoRA for another base model, an embedding that will not fit...
+                raise MarkerError(str(exc)) from None
         init = None
-        if stage == 0:
+        if number == 0:
             init = latents if latents is not None else encode(model, source, size)
         if init is None:
-            init = image.resize(size, Image.LANCZOS)
+            init = _resized(image, size, stage, upscaler, model.device)
         image = model.img2img(
-            **prepared.kwargs,
+            **prepared[steps].kwargs,
             image=init,
-            strength=recipe.strength,
-            num_inference_steps=_steps(recipe),
+            strength=stage["strength"],
+            num_inference_steps=steps,
             guidance_scale=recipe.guidance_scale,
             generator=torch.Generator("cpu").manual_seed(recipe.seed),
-            callback_on_step_end=step_callback(None, on_step, switch=prepared.callback),
-            callback_on_step_end_tensor_inputs=["latents", *prepared.tensor_inputs],
+            callback_on_step_end=step_callback(None, on_step, switch=prepared[steps].callback),
+            callback_on_step_end_tensor_inputs=["latents", *prepared[steps].tensor_inputs],
         ).images[0]
+        if target is not None:
+            image = finishing.colour_correct(image, target)
     recipe.seconds = round(time.perf_counter() - started, 3)
     return image
 
 
-def _steps(recipe: VariationRecipe) -> int:
-    # img2img runs int(steps * strength) steps; diffusers fails when that is 0
-    return max(recipe.steps, math.ceil(1 / recipe.strength))
+def _resized(image: Image.Image, size: tuple[int, int], stage: dict, upscaler, device: str) -> Image.Image:
+    """The previous stage's image at this stage's size: through the upscaler model the stage names, then Lanczos."""
+    if stage.get("upscaler", "Lanczos") != "Lanczos":
+        if upscaler is None or upscaler.hash != stage.get("upscaler_hash"):
+            raise AiimgError(
+                f"this variation's ladder was made with upscaler {stage['upscaler']} [{stage.get('upscaler_hash')}]; "
+                f"set [variation] upscaler to that file to remake it"
+            )
+        image = upscaler.upscale(image, device)
+    return image if image.size == size else image.resize(size, Image.LANCZOS)
+
+
+def _stages_before_ladders(recipe: VariationRecipe, source: Image.Image) -> list[dict]:
+    """The stages of a recipe made before they were recorded: every stage at the recipe's
+    strength, Lanczos, steps raised only so that img2img runs one (what made its pixels)."""
+    steps = max(recipe.steps, math.ceil(1 / recipe.strength))
+    ratio = source.width / source.height
+    return [
+        {"width": w, "height": h, "strength": recipe.strength, "steps": steps, "upscaler": "Lanczos"}
+        for w, h in (sizes.size_for(area, ratio) for area in recipe.stage_areas)
+    ]
 
 
 def save(content: Content, image: Image.Image, recipe: VariationRecipe) -> None:

@@ -32,6 +32,7 @@ steps = 2
 areas = [102400]
 steps = 2
 strength = 0.5
+min_steps = 1
 
 [run]
 rescan_seconds = 1.0

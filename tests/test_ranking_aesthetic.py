@@ -8,7 +8,7 @@ import pytest
 import ranking_fixtures as F
 import torch  # noqa: E402  (the studio extra; part of the dev install)
 
-from pipeline import config
+from pipeline import config, steering
 from pipeline.content import Content
 from pipeline.errors import AiimgError
 from pipeline.ranking.aesthetic import AestheticScorer, make_head
@@ -139,13 +139,17 @@ def test_learning_with_a_local_clip_uses_its_embeddings(tmp_path):
     content = Content(cfg.content_dir).ensure()
     old = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
     size = (128, 128)
+    shown = []
     for n in range(12):
         img = F.clean(n, size=size) if n < 4 else F.noisy(F.clean(n, size=size))
         draft_id = F.make_draft(content, img, when=old + dt.timedelta(minutes=n))
         if n < 4:
             content.write_marker(draft_id, "")
+        else:
+            shown.append(draft_id)
+    steering.record_impressions(content, shown)  # seen on the review page and passed over
     report = rank_command(cfg, learn=True)
-    assert "learned from 4 seeds and 8 unmarked drafts" in report
+    assert "learned from 4 seeds and 8 drafts seen and not seeded" in report
     first = content.drafts()[0].id
     emb = load_embedding(content, first)
     assert emb.shape == (EMBED,) and abs(float(np.linalg.norm(emb)) - 1) < 1e-4

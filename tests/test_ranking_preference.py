@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import ranking_fixtures as F
 
-from pipeline import config
+from pipeline import config, steering
 from pipeline.content import Content
 from pipeline.errors import AiimgError
-from pipeline.ranking import rank_command, stats_report, store
+from pipeline.ranking import preference, rank_command, stats_report, store
 from pipeline.ranking.evaluation import auc, auc_lower_bound, evaluate, precision_at
 from pipeline.ranking.preference import FEATURES, fit, label
 
@@ -75,8 +75,9 @@ def test_auc_lower_bound_shrinks_with_more_marks():
     assert auc_lower_bound(0.7, 5, 20) < 0.5 < auc_lower_bound(0.7, 100, 400)
 
 
-def make_folder(tmp_path, seeds=8, unmarked=16, **score):
-    """Clean compositions the creator seeded, defective copies left unmarked, all days old."""
+def make_folder(tmp_path, seeds=8, unmarked=16, unseen=0, **score):
+    """Clean compositions the creator seeded, defective copies seen on the review page and left
+    unmarked, and ``unseen`` more defective ones never shown; all days old, seeds first."""
     cfg = config.from_dict({"score": {"learn_min_seeds": 6, "learn_min_unmarked": 12, **score}}, root=str(tmp_path))
     content = Content(cfg.content_dir).ensure()
     size = (416, 384)
@@ -84,22 +85,25 @@ def make_folder(tmp_path, seeds=8, unmarked=16, **score):
     for n in range(seeds):
         draft_id = F.make_draft(content, F.clean(n, size=size), when=OLD + dt.timedelta(minutes=n))
         content.write_marker(draft_id, "")
-    for n in range(unmarked):
+    shown = []
+    for n in range(unmarked + unseen):
         img = defects[n % len(defects)](F.clean(100 + n, size=size))
-        F.make_draft(content, img, when=OLD + dt.timedelta(minutes=100 + n))
+        draft_id = F.make_draft(content, img, when=OLD + dt.timedelta(minutes=100 + n))
+        shown += [draft_id] if n < unmarked else []
+    steering.record_impressions(content, shown)
     return cfg, content
 
 
 def test_learn_needs_enough_marks_and_says_which(tmp_path):
-    cfg, _ = make_folder(tmp_path, seeds=3, unmarked=5)
-    with pytest.raises(AiimgError, match="3 seeds and 5 unmarked drafts older than a day; --learn needs 6 and 12"):
+    cfg, _ = make_folder(tmp_path, seeds=3, unmarked=5, unseen=20)  # unseen drafts are no negatives
+    with pytest.raises(AiimgError, match="3 seeds and 5 drafts seen and not seeded; --learn needs 6 and 12"):
         rank_command(cfg, learn=True)
 
 
 def test_learn_writes_plain_json_and_becomes_a_scorer(tmp_path):
     cfg, content = make_folder(tmp_path)
     report = rank_command(cfg, learn=True)
-    assert "learned from 8 seeds and 16 unmarked drafts" in report and "ROC AUC" in report
+    assert "learned from 8 seeds and 16 drafts seen and not seeded" in report and "ROC AUC" in report
     model = json.loads(content.preference_path().read_text())
     assert model["features"] == FEATURES and len(model["weights"]) == len(FEATURES)
     assert model["evaluation"]["seeds"] == 8
@@ -123,21 +127,27 @@ def test_evaluate_reports_all_three_rankings_honestly(tmp_path):
     assert "24 labelled drafts (8 seeds)" in report
 
 
-def test_labels_leave_out_recent_and_auto_seeded_drafts(tmp_path):
-    now = dt.datetime.now(dt.UTC)
-    old = {"created": (now - dt.timedelta(days=2)).isoformat()}
-    new = {"created": (now - dt.timedelta(hours=2)).isoformat()}
-
-    def entry(recipe, seeded=False, auto=False):
-        return store.Entry(None, recipe, seeded, auto)
-
-    assert label(entry(old), now) == 0 and label(entry(new), now) is None
-    assert label(entry(new, seeded=True), now) == 1
-    assert label(entry(old, seeded=True, auto=True), now) is None
+def test_labels_negatives_are_seen_and_not_seeded_only(tmp_path):
+    content = Content(tmp_path / "content").ensure()
+    old = OLD - dt.timedelta(days=30)  # age makes no negative any more: only being seen does
+    days = {"passed": 0, "seed": 0, "shown": 1, "unseen": 1, "auto": 1}
+    ids = {
+        name: F.make_draft(content, F.clean(n, size=(64, 64)), when=old + dt.timedelta(days=day, seconds=n))
+        for n, (name, day) in enumerate(days.items())
+    }
+    content.write_marker(ids["seed"], "")
+    content.write_marker(ids["auto"], 'by = "auto"\n')
+    steering.record_impressions(content, [ids["shown"]])
+    entries = store.entries(content)
+    seen = preference.seen_of(entries, content)
+    labels = {name: label(next(e for e in entries if e.draft.id == i), seen) for name, i in ids.items()}
+    # "passed" is older than the seed of its day (browsed in a file manager), "shown" was on the
+    # review page; "unseen" is older only than an auto seed, which is not the creator's
+    assert labels == {"passed": 0, "shown": 0, "seed": 1, "unseen": None, "auto": None}
 
 
 def test_stats_show_seed_rate_per_pick_and_aspect_ratio(tmp_path):
-    cfg = config.from_dict({}, root=str(tmp_path))
+    cfg = config.from_dict({}, root=str(tmp_path))  # the default template: its parts are listed too
     content = Content(cfg.content_dir).ensure()
 
     def hair(v):
@@ -147,15 +157,22 @@ def test_stats_show_seed_rate_per_pick_and_aspect_ratio(tmp_path):
         draft_id = F.make_draft(content, F.clean(n, size=size), picks=hair(colour))
         if colour == "red" or n == 3:
             content.write_marker(draft_id, 'by = "auto"\n' if n == 3 else "")
+        if n == 2:
+            steering.record_impressions(content, [draft_id])
     report = stats_report(cfg)
     assert "3 drafts, 2 seeded by you (66.7%); 1 auto-seeded drafts left out" in report
     lines = report.splitlines()
-    red = next(ln for ln in lines if ln.strip().startswith("red"))
-    blue = next(ln for ln in lines if ln.strip().startswith("blue"))
-    assert "2 drafts" in red and "100.0%" in red and "0 seeds" in blue
+    section = lines[lines.index("  pick {red|blue}") + 1 :]
+    red = next(ln for ln in section if ln.strip().startswith("red "))
+    blue = next(ln for ln in section if ln.strip().startswith("blue "))
+    assert "2 drafts" in red and "100.0% of seen" in red and "1 seen" in blue and "0 seeds" in blue
     assert lines.index(red) < lines.index(blue)
+    assert "p next -" in red  # not a part of the current template: never drawn again
     assert any("64x96 (0.67:1)" in ln and "100.0%" in ln for ln in lines)
     assert any("<coat>" in ln and "3 drafts" in ln for ln in lines)
+    # the current template's options, not drafted yet: listed with the share the next draft has
+    kimono = next(ln for ln in lines if ln.strip().startswith("red kimono "))
+    assert "0 drafts" in kimono and kimono.endswith(f"p next {1 / 4:.3f}")
 
 
 def test_clip_embeddings_add_one_learned_direction_without_leaking(tmp_path):
@@ -179,3 +196,22 @@ def test_clip_embeddings_add_one_learned_direction_without_leaking(tmp_path):
     content = Content(tmp_path / "content").ensure()
     path = save(content, model, int(y.sum()), int(n - y.sum()), None)
     assert np.allclose(load(path).logit(X[:5]), model.logit(X[:5]))
+
+
+def test_clip_direction_is_learned_against_the_drafts_seen_and_passed_over_only(tmp_path):
+    """Embeddings of drafts never shown must not pull the direction: here they look like seeds,
+    and counted as negatives (version 1's "unmarked") they would cancel it."""
+    cfg, content = make_folder(tmp_path, seeds=8, unmarked=16, unseen=16)
+    rank_command(cfg)
+    rng = np.random.default_rng(7)
+    taste = rng.normal(size=8)
+    taste /= np.linalg.norm(taste)
+    seen = steering.read_impressions(content)
+    for e in store.entries(content):
+        lean = 1.0 if e.seeded else (-1.0 if e.draft.id in seen else 3.0)
+        store.save_embedding(content, e.draft.id, lean * taste + rng.normal(scale=0.3, size=8))
+    report = rank_command(cfg, learn=True)
+    assert "learned from 8 seeds and 16 drafts seen and not seeded" in report
+    model = json.loads(content.preference_path().read_text())
+    assert model["features"][-1] == "clip_prototype"
+    assert float(np.dot(model["prototype"], taste)) > 0.9

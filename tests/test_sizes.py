@@ -56,3 +56,26 @@ def test_bad_ratio_names_the_value(bad):
 def test_ratio_text():
     assert sizes.ratio_text(832, 1216) == "13:19"
     assert math.isclose(sizes.parse_ratio("1.5"), 1.5)
+
+
+@pytest.mark.parametrize(
+    "area, aspects",
+    [(640000, ["2:3", "3:2"]), (640000, ["1:2", "2:1"]), (1000000, ["9:16", "16:9"]), (640000, ["1:1", "2:3", "3:2"])],
+)
+def test_bucket_shares_are_the_chances_draft_size_draws_each_bucket_with(area, aspects):
+    """What steering uses as each size's prior must be what the unsteered draw does."""
+    shares = dict(sizes.bucket_shares(area, aspects))
+    assert sum(shares.values()) == pytest.approx(1.0) and len(shares) >= 2
+    rng = random.Random(4)
+    n = 20000
+    drawn = [sizes.draft_size(area, aspects, rng) for _ in range(n)]
+    assert set(drawn) <= set(shares)
+    for wh, share in shares.items():
+        assert drawn.count(wh) / n == pytest.approx(share, abs=0.012), wh
+
+
+def test_no_bucket_means_no_shares():
+    # 16:9 alone at this area has no 64-multiple size within 3%: draft_size snaps to 8s instead
+    assert sizes.buckets(640000, ["16:9"]) == [] and sizes.bucket_shares(640000, ["16:9"]) == []
+    w, h = sizes.draft_size(640000, ["16:9"], random.Random(1))
+    assert w % 8 == 0 and h % 8 == 0 and (w % 64 or h % 64)

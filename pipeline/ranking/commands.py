@@ -50,16 +50,17 @@ def learn_preference(cfg, content: Content, ranker: Ranker, entries: list) -> st
     seeds, unmarked = int((y > 0).sum()), int((y <= 0).sum())
     if seeds < cfg.score.learn_min_seeds or unmarked < cfg.score.learn_min_unmarked:
         raise AiimgError(
-            f"{content.drafts_dir}: {seeds} seeds and {unmarked} unmarked drafts older than a day; --learn needs "
+            f"{content.drafts_dir}: {seeds} seeds and {unmarked} drafts seen and not seeded; --learn needs "
             f"{cfg.score.learn_min_seeds} and {cfg.score.learn_min_unmarked} ([score] learn_min_seeds, "
-            f"learn_min_unmarked): mark more drafts, or lower those keys"
+            f"learn_min_unmarked): browse and mark more drafts (`aiimg review`), or lower those keys"
         )
     ev = evaluation.evaluate(X, y, names, default_scores(entries, ids))
     path = preference.save(content, preference.fit(X, y, names), seeds, unmarked, ev)
     ranker.scorers = [s for s in ranker.scorers if s.name != "preference"]
     ranker.scorers.append(preference.PreferenceScorer.from_content(content))
     ranker.score_entries(entries, frozenset({"preference"}))
-    return f"learned from {seeds} seeds and {unmarked} unmarked drafts -> {path}\n{evaluation.format_report(ev)}"
+    learned = f"learned from {seeds} seeds and {unmarked} drafts seen and not seeded -> {path}"
+    return f"{learned}\n{evaluation.format_report(ev)}"
 
 
 def evaluate_preference(entries: list, content: Content) -> str:
@@ -67,8 +68,8 @@ def evaluate_preference(entries: list, content: Content) -> str:
     seeds, unmarked = int((y > 0).sum()), int((y <= 0).sum())
     if seeds < 2 or unmarked < 2:
         return (
-            f"evaluation: {seeds} seeds and {unmarked} unmarked drafts older than a day are too few "
-            f"to measure anything; mark more drafts"
+            f"evaluation: {seeds} seeds and {unmarked} drafts seen and not seeded are too few "
+            f"to measure anything; browse and mark more drafts"
         )
     return evaluation.format_report(evaluation.evaluate(X, y, names, default_scores(entries, ids)))
 

@@ -1,33 +1,35 @@
 """The preference model: "would the creator seed this draft?", learned from their own marks.
 
 Labels: a draft the creator seeded (seed.txt not written by auto-seeding, or variations made)
-is 1; an unmarked draft older than a day (the creator has had time to see it) is 0; newer
-unmarked drafts and auto-seeded ones are left out. Features: the default scorer's sub-scores
-(``FEATURES``) and, when recorded, the aesthetic score; when every labelled draft has a CLIP
-embedding (a local CLIP is configured), one more feature: the embedding's projection on the
-direction from the unmarked drafts' mean embedding to the seeds' (``prototype``), learned on the
-training marks only. One direction, not 768 weights: a few dozen seeds cannot fit 768 weights.
-The model is an L2-regularised, class-balanced logistic regression fitted by Newton's method on
-standardised features.
+is 1; a draft the creator has *seen* and not seeded is 0 (steering.py: shown on the review page,
+or older than a seed of its day's folder); drafts not seen yet say nothing and are left out, and
+so are auto-seeded ones. (Version 1 took every unmarked draft older than a day as a 0: a draft
+nobody looked at is no judgement, and it taught the model that unseen drafts are bad ones.)
+Features: the default scorer's sub-scores (``FEATURES``) and, when recorded, the aesthetic score;
+when every labelled draft has a CLIP embedding (a local CLIP is configured), one more feature:
+the embedding's projection on the direction from the negatives' mean embedding to the seeds'
+(``prototype``), learned on the training marks only. One direction, not 768 weights: a few dozen
+seeds cannot fit 768 weights. The model is an L2-regularised, class-balanced logistic regression
+fitted by Newton's method on standardised features.
 
 It is stored as plain JSON (no pickle) in ``content/.aiimg/preference.json``::
 
     {"version": 1, "trained": "2026-11-25T05:30:00Z", "features": ["sharpness", ...],
      "mean": [...], "std": [...], "weights": [...], "bias": -1.2,
      "prototype": [768 floats] | null,           # features then end with "clip_prototype"
-     "seeds": 24, "unmarked": 180, "evaluation": {...} | null}
+     "seeds": 24, "unmarked": 180, "evaluation": {...} | null}   # unmarked: the negatives
 
 As a scorer (name ``preference``) its raw score is the log-odds of a seed.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import steering
 from pipeline.content import Content, utc_now
 from pipeline.errors import AiimgError
 from pipeline.files import atomic_write_json
@@ -74,26 +76,26 @@ def features(results: dict, names: list[str]) -> list[float] | None:
     return out
 
 
-def label(entry, now: dt.datetime, min_age: dt.timedelta = dt.timedelta(days=1)) -> int | None:
+def label(entry, seen) -> int | None:
+    """1 seeded by the creator, 0 seen and not seeded, None no judgement (``seen``: ids)."""
     if entry.seeded:
         return None if entry.auto else 1
-    return 0 if now - created(entry.recipe) >= min_age else None
+    return 0 if entry.draft.id in seen else None
 
 
-def created(recipe: dict) -> dt.datetime:
-    try:
-        return dt.datetime.fromisoformat(recipe["created"].replace("Z", "+00:00"))
-    except (KeyError, AttributeError, ValueError):
-        return dt.datetime.now(dt.UTC)  # unknown age: treat as new, never a negative
+def seen_of(entries: list, content: Content | None) -> dict:
+    """The drafts the creator has seen (steering.seen_ids), with the review page's impressions."""
+    return steering.seen_ids(entries, steering.read_impressions(content) if content is not None else None)
 
 
-def dataset(entries: list, content: Content | None = None, now: dt.datetime | None = None):
+def dataset(entries: list, content: Content | None = None, seen=None):
     """(X, y, names, ids) of the labelled, scored drafts; X ends with the CLIP embedding columns
-    (beyond ``len(names)``) when ``content`` holds one for every labelled draft."""
+    (beyond ``len(names)``) when ``content`` holds one for every labelled draft. ``seen``: the
+    ids seen (default: :func:`seen_of`)."""
     import numpy as np
 
-    now = now or dt.datetime.now(dt.UTC)
-    labelled = [(e, label(e, now)) for e in entries if e.scores]
+    seen = seen_of(entries, content) if seen is None else seen
+    labelled = [(e, label(e, seen)) for e in entries if e.scores]
     labelled = [(e, y) for e, y in labelled if y is not None]
     names = feature_names([e for e, _ in labelled])
     rows = [(features(e.results, names), y, e.draft.id) for e, y in labelled]
@@ -147,7 +149,7 @@ def project(X, prototype):
 
 
 def prototype_of(X, y, n: int) -> list | None:
-    """Unit direction from the unmarked drafts' mean embedding to the seeds' (columns n:)."""
+    """Unit direction from the mean embedding of the seen-not-seeded drafts to the seeds' (columns n:)."""
     import numpy as np
 
     if X.shape[1] <= n:

@@ -9,6 +9,7 @@ Never part of ``output/``: it serves the content folder's drafts directly. Route
     GET  /image/<id>           the draft's PNG
     POST /api/seed/<id>        write seed.txt (as a file manager would)
     POST /api/unseed/<id>      remove it, unless its variations have started
+    POST /api/seen             {"ids": [...]}: drafts the page showed (steering.py's impressions)
 
 Ids come from HTTP: they must pass ``check_id`` and name an existing draft, so no path is built
 from anything else. Requests must carry a Host of 127.0.0.1/localhost (no DNS rebinding) and
@@ -29,7 +30,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from pipeline import markers
+from pipeline import markers, steering
 from pipeline.content import Content, check_id
 from pipeline.errors import AiimgError
 from pipeline.ranking import store
@@ -40,6 +41,7 @@ PAGE = Path(__file__).with_name("review.html")
 THUMB = 360
 SCORE_AFTER = 10.0  # seconds: give the loop's own ranker the first go at a new draft
 SUB_SHOWN = ("sharpness", "noise", "placement", "subject_size", "frame_cut", "technical", "composition")
+MAX_BODY = 256 * 1024  # a batch of impressions: ~10,000 ids; anything bigger is not from the page
 
 
 class Review:
@@ -64,9 +66,20 @@ class Review:
     def listing(self) -> dict:
         entries = store.entries(self.content)
         combined = combine([e.raw() for e in entries], self.cfg.score.weights)
-        return {"version": self.version(), "drafts": [self.card(e, s) for e, s in zip(entries, combined)]}
+        seen = steering.seen_ids(entries, self._impressions())
+        return {
+            "version": self.version(),
+            "drafts": [self.card(e, s, e.draft.id in seen) for e, s in zip(entries, combined)],
+        }
 
-    def card(self, e: store.Entry, score: float) -> dict:
+    def _impressions(self) -> dict:
+        try:
+            return steering.read_impressions(self.content)
+        except AiimgError as exc:  # the page still lists and seeds; only the "seen" marks are lost
+            log.warning("%s", exc)
+            return {}
+
+    def card(self, e: store.Entry, score: float, seen: bool = False) -> dict:
         sub = (e.scores.get("scorers", {}).get("default") or {}).get("sub", {})
         return {
             "id": e.draft.id,
@@ -78,6 +91,7 @@ class Review:
             "duplicate_of": e.scores.get("duplicate_of"),
             "seeded": e.seeded,
             "auto": e.auto,
+            "seen": seen,
             "started": self.started(e.draft.id),
             "prompt": e.recipe.get("prompt", ""),
             "width": e.recipe.get("width"),
@@ -121,6 +135,21 @@ class Review:
             return HTTPStatus.CONFLICT, {"error": "its variations have started; delete them in works/ instead"}
         marker.unlink(missing_ok=True)
         return HTTPStatus.OK, {"seeded": False}
+
+    def seen(self, body: bytes) -> tuple[int, dict]:
+        """Record the drafts the page showed; ids that name no draft are counted, not recorded."""
+        try:
+            ids = json.loads(body.decode("utf-8")).get("ids")
+        except (UnicodeDecodeError, ValueError, AttributeError):
+            ids = None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return HTTPStatus.BAD_REQUEST, {"error": 'expected {"ids": ["<draft id>", ...]}'}
+        known = [i for i in dict.fromkeys(ids) if self.known(i) is not None]
+        try:
+            new = steering.record_impressions(self.content, known)
+        except AiimgError as exc:
+            return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)}
+        return HTTPStatus.OK, {"recorded": new, "known": len(known), "unknown": len(set(ids)) - len(known)}
 
     def thumb(self, draft_id: str) -> bytes | None:
         draft = self.known(draft_id)
@@ -218,10 +247,23 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.headers.get("X-Aiimg-Review") != "1":
             return self._json(HTTPStatus.FORBIDDEN, {"error": "missing X-Aiimg-Review header"})
+        if self.path == "/api/seen":
+            body = self._body()
+            return self._json(*self.review.seen(body)) if body is not None else None
         for prefix, act in (("/api/seed/", self.review.seed), ("/api/unseed/", self.review.unseed)):
             if self.path.startswith(prefix):
                 return self._json(*act(self.path[len(prefix) :]))
         self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+    def _body(self) -> bytes | None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"a body of 0..{MAX_BODY} bytes"})
+            return None
+        return self.rfile.read(length)
 
     def _host_ok(self) -> bool:
         host = (self.headers.get("Host") or "").rsplit(":", 1)[0]

@@ -1,38 +1,49 @@
-"""`aiimg stats`: which random picks of the prompt template, and which aspect ratios, lead to keepers.
+"""`aiimg stats`: which random picks of the prompt template, and which draft sizes, lead to keepers.
 
-Reads the recipes only (``picks`` and width/height of each draft.json) and whether each draft
-is seeded. Seeds made by auto-seeding are not the creator's choice: they are counted apart and
-not as keepers. Rates come with their counts, so a 100% of 1 draft is seen for what it is.
+For each random part of the template (``{a|b}``, ``__outfit__``) and each option of it, and for
+each draft size: how many drafts had it, how many of those you have seen, how many you seeded,
+the seed rate among the seen ones (steering.py says what counts as seen), and ``p next``: the
+probability the next draft draws it with (steered when ``[prompt] steer`` is on, else the
+template's own share). Options of the current template that no draft has yet are listed with
+zeros; options no longer in the template show ``p -``. Auto seeds are not the creator's choice:
+those drafts are counted apart and left out of every row. Rates come with their counts, so a
+100% of 1 draft is seen for what it is.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-
+from pipeline import sizes, steering
 from pipeline.content import Content
-from pipeline.ranking import store
+from pipeline.errors import AiimgError
 
 
-def tally(entries: list) -> tuple[dict, dict]:
-    """({token: {value: [drafts, seeds]}}, {"WxH": [drafts, seeds]}) over non-auto-seeded drafts."""
-    picks: dict = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    sizes: dict = defaultdict(lambda: [0, 0])
-    for e in entries:
-        if e.auto:
-            continue
-        for pick in e.recipe.get("picks") or []:
-            _count(picks[str(pick.get("token", "?"))][str(pick.get("value", ""))], e.seeded)
-        _count(sizes[f"{e.recipe.get('width')}x{e.recipe.get('height')}"], e.seeded)
-    return picks, sizes
+def next_probabilities(cfg, content: Content, st: steering.State) -> tuple[dict, str]:
+    """({token: {option: p}} the next draft draws with, a note when some cannot be known)."""
+    steer = steering.Steering(st, cfg.prompt.steer_floor if cfg.prompt.steer else 1.0)  # floor 1: the template's
+    out, note = {}, ""
+    try:
+        from pipeline import prompts
+
+        for choice in prompts.choices(cfg.prompt.template, content.prompts_dir):
+            probs = steer.probabilities(choice.token, choice.options, choice.weights)
+            out[choice.token] = dict(zip(choice.options, probs))
+    except ImportError as exc:
+        note = f"  (p next of the picks needs {exc.name or exc}: install the studio extra)"
+    except AiimgError as exc:
+        note = f"  (p next of the picks unknown: {exc})"
+    shares = sizes.bucket_shares(cfg.draft.area, cfg.draft.aspect)
+    if shares:
+        labels = [f"{w}x{h}" for (w, h), _ in shares]
+        probs = steer.probabilities(steering.SIZE_TOKEN, labels, [s for _, s in shares])
+        out[steering.SIZE_TOKEN] = dict(zip(labels, probs))
+    return out, note
 
 
-def _count(cell: list, seeded: bool) -> None:
-    cell[0] += 1
-    cell[1] += int(seeded)
-
-
-def _row(label: str, drafts: int, seeds: int) -> str:
-    return f"    {label[:48]:<48} {drafts:>6} drafts {seeds:>5} seeds {100 * seeds / drafts:>5.1f}%"
+def _row(label: str, t: steering.Tally, p: float | None) -> str:
+    rate = "-" if t.seen == 0 else f"{100 * t.rate:.1f}%"
+    chance = "-" if p is None else f"{p:.3f}"
+    counts = f"{t.drafts:>6} drafts {t.seen:>6} seen {t.seeds:>5} seeds {rate:>6} of seen"
+    return f"    {label[:44]:<44} {counts}  p next {chance}"
 
 
 def _ratio(size: str) -> str:
@@ -43,25 +54,48 @@ def _ratio(size: str) -> str:
         return size
 
 
-def _rows(cells: dict, label=str) -> list[str]:
-    ranked = sorted(cells.items(), key=lambda kv: (-kv[1][1] / kv[1][0], -kv[1][0], kv[0]))
-    return [_row(label(k), d, s) for k, (d, s) in ranked]
+def _rows(cells: dict, probs: dict, label=str) -> list[str]:
+    options = {**dict.fromkeys(probs), **dict.fromkeys(cells)}
+    tallies = {o: cells.get(o) or steering.Tally() for o in options}
+
+    def order(o):
+        t = tallies[o]
+        return (-(t.rate if t.seen else -1.0), -t.seen, -t.drafts, o)
+
+    return [_row(label(o), tallies[o], probs.get(o)) for o in sorted(options, key=order)]
 
 
 def stats_report(cfg) -> str:
-    entries = store.entries(Content(cfg.content_dir))
-    if not entries:
-        return f"{Content(cfg.content_dir).drafts_dir}: no drafts yet"
-    picks, sizes = tally(entries)
-    mine = [e for e in entries if not e.auto]
-    seeds = sum(e.seeded for e in mine)
+    content = Content(cfg.content_dir)
+    st = steering.state(content)
+    if st.drafts + st.auto == 0:
+        return f"{content.drafts_dir}: no drafts yet"
+    probs, note = next_probabilities(cfg, content, st)
+    rate = f"{100 * st.seeds / st.seen:.1f}%" if st.seen else "-"
     lines = [
-        f"{len(mine)} drafts, {seeds} seeded by you ({100 * seeds / max(len(mine), 1):.1f}%); "
-        f"{len(entries) - len(mine)} auto-seeded drafts left out"
+        f"{st.drafts} drafts, {st.seeds} seeded by you ({100 * st.seeds / max(st.drafts, 1):.1f}%); "
+        f"{st.auto} auto-seeded drafts left out",
+        f"seen: {st.seen} drafts ({st.why['review']} on the review page, {st.why['seeded']} seeded, "
+        f"{st.why['day']} older than a seed of their day); seed rate among them {rate}",
+        _steering_line(cfg),
     ]
-    for token in sorted(picks):
-        lines += [f"  pick {token}"] + _rows(picks[token])
-    if not picks:
+    tokens = [t for t in {**dict.fromkeys(probs), **dict.fromkeys(st.counts)} if t != steering.SIZE_TOKEN]
+    for token in sorted(tokens):
+        lines += [f"  pick {token}"] + _rows(st.counts.get(token, {}), probs.get(token, {}))
+    if not tokens:
         lines.append("  (no random picks recorded: the template has no {a|b} choices or __wildcards__)")
-    lines += ["  aspect ratio (size)"] + _rows(sizes, _ratio)
+    if note:
+        lines.append(note)
+    sizes_ = st.counts.get(steering.SIZE_TOKEN, {})
+    lines += ["  aspect ratio (size)"] + _rows(sizes_, probs.get(steering.SIZE_TOKEN, {}), _ratio)
     return "\n".join(lines)
+
+
+def _steering_line(cfg) -> str:
+    if not cfg.prompt.steer:
+        return "steering: off (p next = the template's own shares; [prompt] steer = true steers by these rates)"
+    floor = cfg.prompt.steer_floor
+    return (
+        f"steering: on (Thompson sampling on the seed rates; [prompt] steer_floor = {floor:g}: "
+        f"no option below {100 * floor:g}% of its template share)"
+    )
