@@ -209,7 +209,7 @@ import gc, torch
 from diffusers import (AutoPipelineForImage2Image, AutoencoderKL, PNDMScheduler, StableDiffusionPipeline,
                        UNet2DConditionModel)
 from transformers import CLIPTextConfig, CLIPTextModel
-from pipeline.models import tiny_tokenizer
+from pipeline.encoding import clip_tokenizer
 
 def rss_mb():
     for line in open("/proc/self/status"):
@@ -221,8 +221,8 @@ unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)
 vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
                     up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4)
 text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                                    num_hidden_layers=12, vocab_size=1024))
-t2i = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tiny_tokenizer(),
+                                    num_hidden_layers=12, vocab_size=49408))
+t2i = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=clip_tokenizer(),
                               scheduler=PNDMScheduler(), safety_checker=None, feature_extractor=None,
                               requires_safety_checker=False)
 gc.collect()

@@ -66,7 +66,7 @@ def cli(ctx, config_path, content, model, verbose, quiet):
       aiimg run            make drafts; whenever a seed.txt appears beside a draft,
                            make its variations first (Ctrl-C stops cleanly)
       aiimg build          render content/works into output/, a static site
-    One-off commands: draft, vary, status, rank, review, stats, serve, config.
+    One-off commands: draft, vary, status, rank, review, stats, serve, deploy, config.
     """
     logs.configure(-1 if quiet else 1 if verbose else 0)
     ctx.obj = Ctx(config_path, content, model)
@@ -166,7 +166,9 @@ def init(directory):
 @cli.command()
 @click.option("--output", type=click.Path(file_okay=False), help="Output folder, overriding the config's.")
 @click.option("--base-url", help="Absolute URL the site is served from, overriding [site] base_url.")
-@click.option("--strict", is_flag=True, help="Exit 1 at the end if any image was corrupt or missing.")
+@click.option(
+    "--strict", is_flag=True, help="Exit 1 at the end if an image was corrupt or missing, or over max_size_mb."
+)
 @click.option("--clean", is_flag=True, help="Remove what the last build made and rebuild everything (no cache).")
 @click.pass_obj
 def build(obj, output, base_url, strict, clean):
@@ -180,6 +182,23 @@ def build(obj, output, base_url, strict, clean):
     say(report.summary())
     if strict and report.problems:
         raise AiimgError(f"{len(report.problems)} problem(s) in content (see above); built anyway")
+    if strict and report.over_budget:
+        raise AiimgError(f"{report.output} is over [site] max_size_mb = {report.max_size_mb} (see above); built anyway")
+
+
+@cli.command()
+@click.option("--remote", default="origin", show_default=True, help="The git remote to push to.")
+@click.option("--branch", default="gh-pages", show_default=True, help="The branch GitHub Pages serves.")
+@click.option("-m", "--message", help="The commit message (default: how many works, from which commit).")
+@click.option("--force", is_flag=True, help="Deploy even if base_url is not where the remote's Pages site is served.")
+@click.pass_obj
+def deploy(obj, remote, branch, message, force):
+    """Build, then push output/ to the gh-pages branch (GitHub Pages), never force-pushing."""
+    from pipeline.gallery.deploy import deploy as deploy_site
+
+    report, done = deploy_site(obj.config(), remote=remote, branch=branch, message=message, force=force)
+    say(report.summary())
+    say(done.summary())
 
 
 @cli.command()

@@ -106,18 +106,27 @@ def _deep_shrink(shrink) -> str:
 
 
 def _finishing(finished) -> str:
-    """The finished copy's steps, in order, e.g. ``upscale 4x.pth x4 to 4096x4096; unsharp 2/50/3``."""
-    if not finished:
+    """The finished copy's steps, in order, e.g. ``upscale 4x.pth x4 to 4096x4096; unsharp 2/50/3``.
+    Read from work.json, which a person may have edited: a step missing a value is said without it."""
+    if not isinstance(finished, dict):
         return ""
     said = []
-    for step in finished.get("steps", ()):
-        if step["step"] == "upscale":
-            said.append(f"upscale {step['name']} x{step['scale']} to {step['width']}x{step['height']}")
-        elif step["step"] == "resize":
-            said.append(f"resize {step['filter']} to {step['width']}x{step['height']}")
-        elif step["step"] == "unsharp":
-            said.append(f"unsharp radius {step['radius']} percent {step['percent']} threshold {step['threshold']}")
-    return "; ".join(said) or "copy"
+    for step in finished.get("steps") or ():
+        if isinstance(step, dict):
+            said.append(_FINISH_STEP.get(step.get("step"), "{step}").format_map(_Blank(step)).strip())
+    return "; ".join(s for s in said if s) or "copy"
+
+
+_FINISH_STEP = {
+    "upscale": "upscale {name} x{scale} to {width}x{height}",
+    "resize": "resize {filter} to {width}x{height}",
+    "unsharp": "unsharp radius {radius} percent {percent} threshold {threshold}",
+}
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return "?"
 
 
 def _hash_list(entries, key: str) -> str:

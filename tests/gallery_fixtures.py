@@ -100,21 +100,38 @@ def add_work(
     prompt: str | None = None,
     picks: tuple[str, ...] | None = None,
     size: tuple[int, int] | None = None,
+    in_work: bool = False,
+    in_drafts: bool = True,
 ) -> str:
-    """Draft i and its work with N variations; returns the id. Times grow with i."""
-    content = Content(content_dir).ensure()
-    wid = f"20261125-15{i // 60:02d}{i % 60:02d}-{i:04x}"
+    """Draft i and its work with N variations; returns the id. Times grow with i.
+
+    Where the draft goes: ``in_drafts``: content/drafts/<day>/<id>/ (where the studio makes it;
+    the only place for works made before works were self-contained); ``in_work``: a copy in
+    content/works/<id>/ (what the studio copies there when a round begins)."""
+    content = Content(content_dir).ensure() if in_drafts else Content(content_dir)  # else: content/works alone
+    wid = work_id(i)
     size = size or SIZES[i % len(SIZES)]
     picks = picks or PICKS[i % len(PICKS)]
     prompt = prompt or f"masterpiece, {picks[0]} hair, {picks[1]}, night city"
-    created = f"2026-11-25T15:{i // 60:02d}:{i % 60:02d}Z"
+    created = f"2026-11-25T{_clock(i)}Z"
     draft = recipe(wid, created, (size[0] * 4 // 5, size[1] * 4 // 5), 1000 + i, prompt, picks)
-    folder = content.draft_folder(wid)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / "draft.png", png_bytes(art(draft["width"], draft["height"], i), draft))
-    atomic_write_json(folder / "draft.json", draft)
+    png = png_bytes(art(draft["width"], draft["height"], i), draft)
+    folders = ([content.draft_folder(wid)] if in_drafts else []) + ([content.work_folder(wid)] if in_work else [])
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder / "draft.png", png)
+        atomic_write_json(folder / "draft.json", draft)
     _variations(content, wid, draft, size, variations, created.replace("Z", "") + "Z")
     return wid
+
+
+def work_id(i: int) -> str:
+    """The id of work i, made at 15:00:00 + i seconds on 2026-11-25 (up to 32,399 works)."""
+    return f"20261125-{_clock(i).replace(':', '')}-{i:04x}"
+
+
+def _clock(i: int) -> str:
+    return f"{15 + i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}"
 
 
 def _variations(content: Content, wid: str, draft: dict, size, count: int, created: str) -> None:

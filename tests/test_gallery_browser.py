@@ -5,32 +5,46 @@ from __future__ import annotations
 
 import dataclasses
 import html.parser
+import json
 import urllib.error
 import urllib.request
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import pytest
-from gallery_fixtures import CHROMIUM, CHROMIUM_ARGS, make_content, site_config
+from gallery_fixtures import CHROMIUM, CHROMIUM_ARGS, make_content, recipes_of, site_config
 
 from pipeline.gallery import build_site
+from pipeline.gallery.render import TAG_LIST_SIZE, TOP_TAGS
 from pipeline.gallery.serve import start_server
+from pipeline.metadata import a1111_parameters, read_png_parameters
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def site_url(tmp_path_factory):
-    root = tmp_path_factory.mktemp("browser")
-    make_content(root, 6)
+def serve_site(root, **site):
+    """Build root/content into root/www/repo/ and serve www/ (its 404 page for any missing
+    path, as Pages does); returns (server, base URL)."""
     (root / "www").mkdir()
-    # serves www/ with the site in www/repo/, and its 404 page for any missing path, as Pages does
     server = start_server(root / "www", 0, not_found=root / "www/repo/404.html")
     base = f"http://127.0.0.1:{server.server_address[1]}/repo/"
-    cfg = dataclasses.replace(site_config(root, base_url=base), output="www/repo")
+    cfg = dataclasses.replace(site_config(root, base_url=base, **site), output="www/repo")
     assert build_site(cfg).problems == []
-    yield base
+    return server, base
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    make_content(root, 6)
+    server, base = serve_site(root)
+    yield base, root
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def site_url(site):
+    return site[0]
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +140,158 @@ def test_copy_button_copies_the_prompt(site_url, browser):
     pg.wait_for_function("document.querySelector('.copy').textContent === 'Copied'")
     assert pg.evaluate("navigator.clipboard.readText()") == pg.locator("#prompt-1").inner_text()
     context.close()
+
+
+WORK = "20261125-150003-0003"
+
+
+def test_copy_generation_data_copies_the_whole_a1111_infotext(site, browser):
+    base, root = site
+    recipe = recipes_of(root / "content", WORK)[1]  # variation 2
+    expected = a1111_parameters(recipe)
+    assert expected == read_png_parameters(root / "content/works" / WORK / "2.png")  # what A1111 reads from the PNG
+    assert "\nNegative prompt: " in expected and "\nSteps: " in expected
+    context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    pg = context.new_page()
+    pg.goto(base + f"works/{WORK}/")
+    buttons = pg.locator("[data-infotext]")
+    assert buttons.count() == 3 and buttons.nth(1).is_visible()
+    assert pg.locator("details.gen-data pre").nth(1).is_hidden()  # closed until asked: the page stays calm
+    buttons.nth(1).click()
+    pg.wait_for_function("document.querySelectorAll('[data-infotext]')[1].textContent.startsWith('Copied')")
+    assert pg.evaluate("navigator.clipboard.readText()") == expected
+    pg.wait_for_function("document.querySelectorAll('[data-infotext]')[1].textContent.startsWith('Copy generation')")
+    # the label comes back, with its part for screen readers (which variation)
+    assert pg.evaluate("document.querySelectorAll('[data-infotext]')[1].textContent") == (
+        "Copy generation data · Variation 2"
+    )
+    context.close()
+
+
+def test_generation_data_without_javascript_is_a_details_block(site, browser):
+    base, root = site
+    context = browser.new_context(java_script_enabled=False)
+    pg = context.new_page()
+    pg.goto(base + f"works/{WORK}/")
+    assert pg.locator("[data-infotext]").first.is_hidden()  # a button that cannot work is not shown
+    summary = pg.locator("details.gen-data summary").nth(2)
+    assert summary.is_visible() and summary.inner_text().startswith("Variation 3")
+    summary.click()
+    text = pg.locator("details.gen-data pre").nth(2)
+    assert text.is_visible()
+    assert pg.evaluate("document.querySelectorAll('details.gen-data pre')[2].textContent") == a1111_parameters(
+        recipes_of(root / "content", WORK)[2]
+    )
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def wide_site(tmp_path_factory):
+    """14 works, 10 a page, all tagged "series": an index whose page 1 has more than a row,
+    a tag with two pages."""
+    root = tmp_path_factory.mktemp("wide")
+    content = make_content(root, 14)
+    for folder in (content / "works").iterdir():
+        (folder / "work.toml").write_text('tags = ["series"]\n')
+    server, base = serve_site(root, page_size=10)
+    yield base
+    server.shutdown()
+    server.server_close()
+
+
+def tiles(pg) -> list[dict]:
+    return pg.eval_on_selector_all(
+        ".grid .tile img",
+        """imgs => imgs.map(i => ({top: Math.round(i.closest('.tile').getBoundingClientRect().top),
+                                   lazy: i.getAttribute('loading'), priority: i.getAttribute('fetchpriority')}))""",
+    )
+
+
+@pytest.mark.parametrize("path", ["", "tags/series/"])
+def test_the_first_row_loads_first_and_the_rest_lazily(wide_site, browser, path):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    pg.goto(wide_site + path)
+    shown = tiles(pg)
+    assert len(shown) == 10
+    first_row = [t for t in shown if t["top"] == shown[0]["top"]]
+    assert 1 < len(first_row) < 10
+    assert all(t["priority"] == "high" and t["lazy"] is None for t in first_row), shown
+    eager = [t for t in shown if t["priority"] == "high"]
+    assert shown[: len(eager)] == eager  # a prefix: the first row at the widest window
+    assert all(t["lazy"] == "lazy" and t["priority"] is None for t in shown[len(eager) :])
+    assert len(eager) < 10  # the rest stay lazy
+    pg.set_viewport_size({"width": 1920, "height": 1000})  # the widest grid: its first row is exactly those
+    assert {t["top"] for t in tiles(pg)[: len(eager)]} == {tiles(pg)[0]["top"]}
+    assert tiles(pg)[len(eager)]["top"] > tiles(pg)[0]["top"]
+    context.close()
+
+
+def test_a_work_page_loads_its_main_variation_first(wide_site, page):
+    page.goto(wide_site + "works/20261125-150013-000d/")
+    main = page.eval_on_selector_all(
+        ".variation img", "imgs => imgs.map(i => [i.getAttribute('loading'), i.getAttribute('fetchpriority')])"
+    )
+    assert main == [[None, "high"], ["lazy", None], ["lazy", None]]
+    others = page.eval_on_selector_all(".lineage img", "imgs => imgs.map(i => i.getAttribute('loading'))")
+    assert others == ["lazy"] * 4
+    assert page.errors == []
+
+
+def test_tag_pages_paginate_like_the_index(wide_site, page):
+    page.goto(wide_site + "tags/series/")
+    assert page.locator(".tile").count() == 10
+    assert page.locator(".pager").inner_text().replace("\n", " ").count("Page 1 of 2") == 1
+    page.locator('.pager a[rel="next"]').click()
+    page.wait_for_url(wide_site + "tags/series/page/2/")
+    assert page.locator(".tile").count() == 4 and "Page 2 of 2" in page.title()
+    assert all(t["lazy"] == "lazy" for t in tiles(page))  # like the index's later pages
+    assert all(s["w"] > 0 for s in load_all_images(page))
+    page.locator('.pager a[rel="prev"]').click()
+    page.wait_for_url(wide_site + "tags/series/")
+    assert page.errors == []
+
+
+def test_thousands_of_tags_make_a_small_tags_page_and_an_a_z_list(tmp_path, page):
+    content = make_content(tmp_path, 2)
+    works = sorted((content / "works").iterdir())
+    names = [f"tag {i:04d}" for i in range(1500)]
+    (works[0] / "work.toml").write_text(f"tags = {json.dumps(names)}\n")
+    (works[1] / "work.toml").write_text(f"tags = {json.dumps(names[1000:])}\n")  # used twice
+    server, base = serve_site(tmp_path)
+    try:
+        page.goto(base + "tags/")
+        links = page.eval_on_selector_all(
+            ".tag-cloud a", "as => as.map(a => [a.firstChild.textContent, +a.lastChild.textContent])"
+        )
+        assert len(links) == TOP_TAGS
+        assert [n for _, n in links] == sorted((n for _, n in links), reverse=True)  # most used first
+        assert {n for _, n in links} == {2} and links[0][0].strip() == "tag 1000"
+        assert page.locator("main img").count() == 0
+        assert len(page.content()) < 40_000  # a page of links, whatever the number of tags
+        page.locator(".more a").click()
+        page.wait_for_url(base + "tags/by-name/")
+        seen = []
+        while True:
+            rows = page.eval_on_selector_all(".tag-list li", "lis => lis.map(li => li.textContent)")
+            assert 0 < len(rows) <= TAG_LIST_SIZE and page.locator("main img").count() == 0
+            assert len(page.content()) < 60_000
+            seen += rows
+            older = page.locator('.pager a[rel="next"]')
+            if not older.count():
+                break
+            older.click()
+            page.wait_for_load_state()
+        all_tags = sorted({*names, "red", "kimono", "blue", "armor"}, key=str.casefold)
+        assert [r.rsplit(" ", 1)[0] for r in seen] == all_tags  # every tag, A-Z, with its count
+        assert seen[all_tags.index("tag 0999")].endswith(" 1") and seen[all_tags.index("tag 1000")].endswith(" 2")
+        assert page.url == base + f"tags/by-name/page/{-(-len(all_tags) // TAG_LIST_SIZE)}/"
+        page.locator(".tag-list a").first.click()  # a tag's own page is one click away
+        assert page.locator(".tile").count() >= 1
+        assert page.errors == []
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class Links(html.parser.HTMLParser):

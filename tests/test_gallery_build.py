@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -407,9 +408,13 @@ def test_clean_remakes_everything_and_trusts_no_cache(site, tmp_path, monkeypatc
     good = snapshot(out)
     webp = next(out.glob("images/*/*.webp"))
     webp.write_bytes(b"damaged in place")  # same name: a normal build reuses it
+    # the CNAME makes this build look at everything (output/ changed), yet it remakes nothing
+    assert build_site(cfg).images_made == 0 and build_site(cfg).noop
+    assert webp.read_bytes() == b"damaged in place"
     cache = Content(tmp_path / "content").gallery_cache_path()
-    cache.write_text(json.dumps({k: [*v[:3], "0" * 64] for k, v in json.loads(cache.read_text()).items()}))
-    assert build_site(cfg).noop and webp.read_bytes() == b"damaged in place"
+    data = json.loads(cache.read_text())
+    data["hashes"] = {k: [*v[:3], "0" * 64] for k, v in data["hashes"].items()}
+    cache.write_text(json.dumps(data))
     removed = []
     real_unlink = Path.unlink
     monkeypatch.setattr(Path, "unlink", lambda p, *a, **k: removed.append(p) or real_unlink(p, *a, **k))
@@ -422,7 +427,7 @@ def test_clean_remakes_everything_and_trusts_no_cache(site, tmp_path, monkeypatc
     after = snapshot(out)
     assert {k: v[0] for k, v in after.items()} == {k: v[0] for k, v in good.items()}  # the same site again
     assert (out / "CNAME").read_text() == "gallery.example\n"
-    hashes = json.loads(cache.read_text())
+    hashes = json.loads(cache.read_text())["hashes"]
     assert len(hashes) == 24 and "0" * 64 not in {v[3] for v in hashes.values()}  # hashed again
 
 
@@ -440,3 +445,99 @@ def test_the_report_says_what_was_skipped_and_why(site, tmp_path):
     assert "6 works: 1 built, 5 skipped as unchanged" in summary
     assert "images: 1 encoded, 23 skipped as unchanged (same source and settings)" in summary
     assert "files: 1 written, 25 unchanged, 4 removed" in summary  # its page; its old image files
+
+
+# -- works are self-contained: content/works alone is a whole gallery -------------------------
+
+
+def test_content_works_alone_is_a_whole_gallery(tmp_path):
+    for i in range(3):
+        add_work(tmp_path / "content", i, in_work=True, in_drafts=False)
+    assert sorted(p.name for p in (tmp_path / "content").iterdir()) == ["works"]
+    cfg = site_config(tmp_path)
+    report = build_site(cfg)
+    assert report.problems == [] and report.works == 3 and report.images_made == 12
+    for wid in ids(tmp_path):
+        html = (cfg.output_dir / "works" / wid / "index.html").read_text()
+        assert 'class="lineage-draft"' in html
+        draft = next(cfg.output_dir.glob(f"images/{wid}/draft-*.png"))
+        assert draft.read_bytes() == (tmp_path / f"content/works/{wid}/draft.png").read_bytes()
+    assert build_site(cfg).noop
+
+
+def test_an_older_work_reads_its_draft_from_drafts_until_it_holds_a_copy(site, tmp_path):
+    cfg, _ = site  # works made before: their drafts are in content/drafts only
+    content = Content(tmp_path / "content")
+    for wid in content.works():
+        content.copy_draft_into_work(wid)  # what the studio does now when a round begins
+    report = build_site(cfg)
+    assert not report.noop and report.problems == []  # the works changed: looked at again
+    assert report.images_made == 0 and report.pages_written == 0  # the same drafts: nothing to remake
+    hashed = json.loads(content.gallery_cache_path().read_text())["hashes"]
+    assert len(hashed) == 24 and not [p for p in hashed if "/drafts/" in p]  # the cache follows
+    shutil.rmtree(content.drafts_dir)  # unseeded drafts are private: a published repository lacks them
+    assert build_site(cfg).noop  # nothing the build reads is gone
+
+
+def test_a_works_own_draft_wins_and_its_changes_count(tmp_path):
+    add_work(tmp_path / "content", 0, in_work=True)  # the draft in both places
+    cfg = site_config(tmp_path)
+    build_site(cfg)
+    wid = ids(tmp_path)[0]
+    content = Content(tmp_path / "content")
+    recipe = draft_recipe(tmp_path / "content", wid)
+    content.draft(wid).image.write_bytes(png_bytes(art(recipe["width"], recipe["height"], 77), recipe))
+    assert build_site(cfg).noop  # the studio's draft folder is not what the work shows
+    own = content.work_draft_image(wid)
+    own.write_bytes(png_bytes(art(recipe["width"], recipe["height"], 78), recipe))
+    report = build_site(cfg)
+    assert report.images_made == 1
+    assert next(cfg.output_dir.glob(f"images/{wid}/draft-*.png")).read_bytes() == own.read_bytes()
+
+
+def test_a_work_whose_draft_is_gone_everywhere_is_shown_without_it(tmp_path):
+    add_work(tmp_path / "content", 0, in_work=False, in_drafts=False)
+    cfg = site_config(tmp_path)
+    report = build_site(cfg)
+    wid = ids(tmp_path)[0]
+    assert report.works == 1 and any(f"work {wid} shown without its draft" in p for p in report.problems)
+    assert 'class="lineage-draft"' not in (cfg.output_dir / "works" / wid / "index.html").read_text()
+
+
+def test_a_file_removed_right_after_a_build_is_seen_even_by_a_coarse_clock(site):
+    """A folder written within stamp.RACY_NS of the stamp is compared by its names too: a file
+    system whose mtimes tick in seconds could show no change to it."""
+    cfg, _ = site
+    victim = next(cfg.output_dir.glob("images/*/*.webp"))
+    folder = victim.parent
+    st = folder.stat()
+    victim.unlink()
+    os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))  # the folder's mtime as it was
+    report = build_site(cfg)
+    assert not report.noop and victim.is_file()
+
+
+def test_unchanged_works_are_not_read_again(site, tmp_path, monkeypatch):
+    cfg, _ = site
+    content = Content(tmp_path / "content")
+    changed = content.works()[2]
+    (tmp_path / "content/works" / changed / "work.toml").write_text('title = "Edited"\n')
+    read = []
+    real = Content.read_work
+    monkeypatch.setattr(Content, "read_work", lambda self, wid: read.append(wid) or real(self, wid))
+    report = build_site(cfg)
+    assert read == [changed]  # the 5 others come from the cache: their folders list the same files
+    assert "<h1>Edited</h1>" in (cfg.output_dir / "works" / changed / "index.html").read_text()
+    assert report.pages_written and report.problems == []
+
+
+def test_the_works_cache_is_not_trusted_for_another_content_folder(site, tmp_path):
+    cfg, _ = site
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "content", moved / "content")  # its cache names the old paths
+    shutil.rmtree(tmp_path / "content")
+    cfg2 = site_config(moved)
+    report = build_site(cfg2)
+    assert report.problems == [] and report.works == 6
+    hashed = json.loads(Content(moved / "content").gallery_cache_path().read_text())["hashes"]
+    assert hashed and all(path.startswith(str(moved)) for path in hashed)

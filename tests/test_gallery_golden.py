@@ -4,7 +4,11 @@ After a deliberate change to the templates, refresh them on purpose and review t
 ``make golden`` (AIIMG_UPDATE_GOLDEN=1 pytest tests/test_gallery_golden.py).
 
 Image file names carry a key that includes the Pillow version (a new encoder may give new
-bytes), so the 12-hex image keys are replaced by KEY before comparing.
+bytes), so the 12-hex image keys are replaced by KEY before comparing; so are the hashes in the
+names of Pagefind's index files (they hash what they hold: those image names, Pagefind's format).
+
+The golden site has search (the ``search`` extra, which `make install` installs): every page
+shows the box and FILES.txt lists the search page and the index.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 import pytest
 from gallery_fixtures import make_content, site_config
 
-from pipeline.gallery import build_site
+from pipeline.gallery import build_site, search
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("AIIMG_UPDATE_GOLDEN") == "1"
@@ -31,15 +35,18 @@ PAGES = [
     "sitemap.xml",
     "robots.txt",
     "404.html",
+    "search/index.html",
 ]
 
 
 def normalise(text: str) -> str:
-    return re.sub(r"(images/[^\"' ]+?-)[0-9a-f]{12}([-.])", r"\1KEY\2", text)
+    text = re.sub(r"(images/[^\"' ]+?-)[0-9a-f]{12}([-.])", r"\1KEY\2", text)
+    return re.sub(r"(pagefind/(?:fragment/|index/|pagefind\.)[a-z-]+_)[0-9a-f]+(\.pf_)", r"\1HASH\2", text)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
+    assert search.available(), "Pagefind is not installed: pip install -e '.[search]' (make install does)"
     root = tmp_path_factory.mktemp("golden")
     make_content(root, 6)
     cfg = site_config(root)

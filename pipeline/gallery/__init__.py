@@ -9,18 +9,32 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import __version__
 from pipeline.content import Content
 from pipeline.files import clean_temp
-from pipeline.gallery import stamp
+from pipeline.gallery import search, stamp
 from pipeline.gallery.collect import collect
-from pipeline.gallery.output import Output, clean_debris, forget_manifest, read_manifest, write_manifest
+from pipeline.gallery.output import (
+    SIZE_PARTS,
+    Output,
+    clean_debris,
+    forget_manifest,
+    read_manifest,
+    site_size,
+    write_manifest,
+)
 
 __all__ = ["build_site", "serve", "BuildReport"]
 
+log = logging.getLogger("aiimg.gallery")
+
 NOOP_WHY = "content, settings and templates are as the last build left them, and its files are all there"
+WARN_AT = 0.9  # of [site] max_size_mb: warn while there is still room to act
+MB = 1_000_000  # GitHub Pages' "1 GB" is counted in decimal units: MB here are too
 
 
 @dataclass
@@ -36,6 +50,16 @@ class BuildReport:
     problems: list[str] = field(default_factory=list)
     noop: bool = False  # stopped at the stamp: nothing read has changed
     cleaned: int | None = None  # --clean: how many files of the last build were removed first
+    size: dict[str, int] = field(default_factory=dict)  # bytes of output/ by part (SIZE_PARTS)
+    max_size_mb: int = 0  # [site] max_size_mb; 0 = no limit
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.size.values())
+
+    @property
+    def over_budget(self) -> bool:
+        return bool(self.max_size_mb) and self.total_bytes > self.max_size_mb * MB
 
     def summary(self) -> str:
         lines = [f"problem: {p}" for p in self.problems]
@@ -47,8 +71,16 @@ class BuildReport:
             if rel.startswith("works/") and rel.endswith("/index.html")
         ]
         lines += self._noop_lines() if self.noop else self._count_lines()
+        if self.size:
+            lines.append(self.size_line())
         lines.append(f"open {self.output / 'index.html'} (or preview it: aiimg serve)")
         return "\n".join(lines)
+
+    def size_line(self) -> str:
+        """``site: 812.3 MB (81% of max_size_mb = 1000): originals 700.1 MB, ...``"""
+        limit = self.max_size_mb * MB
+        budget = f" ({self.total_bytes / limit:.0%} of max_size_mb = {self.max_size_mb})" if limit else ""
+        return f"site: {_mb(self.total_bytes)}{budget}: {_parts(self.size)}"
 
     def _noop_lines(self) -> list[str]:
         return [
@@ -70,52 +102,74 @@ def build_site(cfg, clean: bool = False) -> BuildReport:
     """Build (or bring up to date) the site in cfg.output_dir; never raises for bad content
     (only AiimgError for what stops any build: a full disk, a folder it cannot write).
     ``clean``: remove what the last build made and rebuild everything, trusting no cache."""
-    content, report = Content(cfg.content_dir), BuildReport(Path(cfg.output_dir))
-    clean_debris(cfg.output_dir)  # a killed build's temp files are never published
-    clean_temp(content.state_dir, depth=0)  # nor left beside the caches
-    previous = read_manifest(cfg.output_dir)
+    content = Content(cfg.content_dir)
+    report = BuildReport(Path(cfg.output_dir), max_size_mb=cfg.site.max_size_mb)
+    clean_temp(content.state_dir, depth=0)  # a killed build's temp files are not left beside the caches
     if clean:
-        report.cleaned = _start_afresh(cfg.output_dir, previous["files"], content)
-        previous = read_manifest(cfg.output_dir)
-    # 0. nothing the last build read has changed and its output is all there: stop here
-    works_rows = stamp.works_snapshot(content)
-    last = stamp.unchanged(cfg, content, works_rows, previous)
-    if last:
-        return _nothing_to_do(report, last)
-    stamp.forget(content)  # a build that stops half-way must not leave the last one's stamp
-    _build(cfg, content, previous, works_rows, report, {} if clean else read_hashes(content))
+        report.cleaned = _start_afresh(cfg.output_dir, read_manifest(cfg.output_dir)["files"], content)
+    # 0. nothing the last build read has changed and output/ is as it left it: stop here
+    snapshot = stamp.works_snapshot(content)
+    last = stamp.read(content)
+    changes = stamp.output_changes(cfg.output_dir, last)
+    if stamp.unchanged(cfg, content, snapshot, last, changes):
+        _nothing_to_do(report, last)
+    else:
+        stamp.forget(content)  # a build that stops half-way must not leave the last one's stamp
+        # a killed build's temp files are removed before anything is published: a new file
+        # changes its folder's mtime, so only the changed folders are looked into (all of
+        # output/ when the last build left no record: killed, or with problems)
+        known = set(last["folders"]) if changes is not None else set()
+        clean_debris(cfg.output_dir, changes, known)
+        cache = read_cache(content, clean)
+        # the folders as the last build left them hold all the files its manifest names there
+        trusted = known - set(changes or ())
+        _build(cfg, content, read_manifest(cfg.output_dir), snapshot, report, cache, trusted)
+    _check_budget(cfg.site, report)
     return report
 
 
-def _build(cfg, content: Content, previous: dict, works_rows: list, report: BuildReport, hashes: dict) -> None:
+def _build(
+    cfg, content: Content, previous: dict, snapshot: dict, report: BuildReport, cache: dict, trusted: set[str]
+) -> None:
     from pipeline.gallery.images import encode_all  # Pillow and Jinja: only when building
     from pipeline.gallery.render import render_site
 
-    out = Output(cfg.output_dir, previous["pages"])
-    # 1. read the works (and their drafts) from content/
-    works = collect(content, report.problems)
+    out = Output(cfg.output_dir, previous["pages"], previous["sizes"])
+    out.trust(trusted, previous["files"])
+    # 1. read the works (and their drafts) from content/, those that changed since the last build
+    works = collect(content, report.problems, snapshot, cache["works"])
     # 2. encode the images whose source or settings changed, in parallel; reuse the rest
     pictures = [p for w in works for p in w.pictures]
-    images = encode_all(pictures, cfg.site, out, previous["sources"], hashes, report.problems)
-    write_hashes(content, hashes, pictures)
+    stats = stamp.source_stats(content, snapshot)
+    images = encode_all(pictures, cfg.site, out, previous["sources"], cache["hashes"], report.problems, stats)
+    write_cache(content, cache, pictures)
     # 3. drop what could not be read: a work needs at least one readable variation
     works = _readable(works)
-    # 4. render every page; only pages whose bytes changed are written
+    # 4. render every page; only pages whose bytes changed are written; then the search index
     render_site(works, cfg.site, out)
+    report.problems += search.update_index(out)
     # 5. delete what the last build made and this one did not, then record this build
     report.removed = out.remove_stale(previous["files"])
-    write_manifest(out, images["sources"])
+    manifest_bytes = write_manifest(out, images["sources"])
+    report.size = site_size(out, images["sources"], manifest_bytes)
     written = set(out.written)
     encoded = images["encoded"]
     updated = [w for w in works if f"works/{w.id}/index.html" in written or any(p.slot in encoded for p in w.pictures)]
     report.works, report.works_unchanged = len(works), len(works) - len(updated)
     report.images_made, report.images_reused = images["made"], images["reused"]
     report.pages_written, report.pages_unchanged = len(out.written), len(out.unchanged)
-    # 6. remember what this build read, so that the next one can stop at step 0
+    # 6. remember what this build read and left, so that the next one can stop at step 0
     if not report.problems:  # one with problems leaves no stamp: the next build reports them again
-        drafts = [w.draft_id for w in works if w.draft]
-        counts = {"works": report.works, "images": len(images["sources"]), "pages": len(written) + len(out.unchanged)}
-        stamp.save(cfg, content, works_rows, drafts, counts)
+        # the drafts/ folders read (works made before works held their draft); a work's own
+        # copy is in the works snapshot already
+        drafts = [w.draft_id for w in works if w.draft and w.draft.picture.src != content.work_draft_image(w.id)]
+        counts = {
+            "works": report.works,
+            "images": len(images["sources"]),
+            "pages": len(written) + len(out.unchanged),
+            "size": report.size,
+        }
+        stamp.save(cfg, content, snapshot, drafts, out.folders(), counts)
 
 
 def _start_afresh(root: Path, previous_files: list[str], content: Content) -> int:
@@ -133,23 +187,108 @@ def _nothing_to_do(report: BuildReport, last: dict) -> BuildReport:
     report.works = report.works_unchanged = last.get("works", 0)
     report.images_reused = last.get("images", 0)
     report.pages_unchanged = last.get("pages", 0)
+    report.size = last.get("size") or {}
     return report
 
 
-def read_hashes(content: Content) -> dict:
-    try:
-        data = json.loads(content.gallery_cache_path().read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def write_hashes(content: Content, hashes: dict, pictures: list) -> None:
-    """Keep the entries of today's sources only."""
-    keep = {str(p.src): hashes[str(p.src)] for p in pictures if str(p.src) in hashes}
-    if keep == hashes and content.gallery_cache_path().is_file():
+def _check_budget(site, report: BuildReport) -> None:
+    """Warn (on every build, no-op ones too) from WARN_AT of [site] max_size_mb on, saying what
+    takes the room and what to do; ``aiimg build --strict`` fails over the limit."""
+    limit = site.max_size_mb * MB
+    if not limit or report.total_bytes < WARN_AT * limit:
         return
-    stamp.write_cache(content.gallery_cache_path(), keep)
+    total, size = report.total_bytes, report.size
+    where = (
+        f"over [site] max_size_mb = {site.max_size_mb}"
+        if report.over_budget
+        else f"{total / limit:.0%} of [site] max_size_mb = {site.max_size_mb}"
+    )
+    log.warning(
+        "%s is %s, %s (GitHub Pages publishes a site of at most 1 GB): %s. To make room: %s",
+        report.output,
+        _mb(total),
+        where,
+        _parts(size),
+        _advice(site, size),
+    )
+
+
+def _advice(site, size: dict) -> str:
+    originals = size.get("originals", 0)
+    steps = {
+        "png": [
+            f'[site] originals = "webp" (lossless, about 40% smaller: ~{_mb(originals * 0.4)} less; the A1111 '
+            f'parameters are kept) or "none" (no full-size files: {_mb(originals)} less)'
+        ],
+        "webp": [f'[site] originals = "none" (no full-size files: {_mb(originals)} less)'],
+        "none": [],
+    }[site.originals]
+    if site.avif:
+        steps.append("[site] avif = false")
+    steps += ["publish fewer works (move some out of content/works)", "or raise max_size_mb if your host allows more"]
+    return "; ".join(steps)
+
+
+def _parts(size: dict) -> str:
+    """``originals 700.1 MB, display images 60.2 MB, ...``: what takes the room (none that is empty)."""
+    return ", ".join(f"{name} {_mb(size[name])}" for name in SIZE_PARTS if size.get(name))
+
+
+def _mb(n: float) -> str:
+    return f"{n / MB:,.1f} MB"
+
+
+CACHE_FORMAT = 2
+
+
+def read_cache(content: Content, clean: bool = False) -> dict:
+    """``content/.aiimg/gallery-hashes.json``, the build's cache (safe to delete: the next build
+    reads and hashes everything again)::
+
+        {"format": 2, "aiimg": "<version>", "root": "<content folder>",
+         "hashes": {"<source path>": [size, mtime_ns, inode, "<sha256>"], ...},
+         "works": {"<id>": {"key": "<sha1 of its folder's listing>", "work": {...}}, ...}}
+
+    ``hashes`` spares hashing unchanged sources, ``works`` reading unchanged works (see
+    :func:`pipeline.gallery.collect.collect`). The works are only trusted from the same aiimg
+    and the same content folder (their paths are absolute); a flat {path: [...]} is the hashes
+    of an older aiimg."""
+    hashes, works = {}, {}
+    try:
+        data = {} if clean else json.loads(content.gallery_cache_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    if isinstance(data, dict) and data.get("format") != CACHE_FORMAT:
+        hashes = data
+    elif isinstance(data, dict):
+        same = data.get("aiimg") == __version__ and data.get("root") == str(content.root)
+        hashes = data["hashes"] if isinstance(data.get("hashes"), dict) else {}
+        works = data["works"] if same and isinstance(data.get("works"), dict) else {}
+    # what was read, to write the file again only when something changed
+    was = {"hashes": dict(hashes), "works": _keys(works)}
+    return {"hashes": hashes, "works": works, "was": was}
+
+
+def _keys(works: dict) -> dict:
+    return {wid: entry.get("key") if isinstance(entry, dict) else None for wid, entry in works.items()}
+
+
+def write_cache(content: Content, cache: dict, pictures: list) -> None:
+    """Keep the hashes of today's sources only (collect already kept today's works); written
+    only when it changed, compactly (10,000 works are ~35 MB of it)."""
+    hashes = cache["hashes"]
+    keep = {str(p.src): hashes[str(p.src)] for p in pictures if str(p.src) in hashes}
+    data = {
+        "format": CACHE_FORMAT,
+        "aiimg": __version__,
+        "root": str(content.root),
+        "hashes": keep,
+        "works": cache["works"],
+    }
+    was = cache["was"]
+    if keep == was["hashes"] and _keys(cache["works"]) == was["works"] and content.gallery_cache_path().is_file():
+        return
+    stamp.write_cache(content.gallery_cache_path(), data, compact=True)
 
 
 def _readable(works: list) -> list:

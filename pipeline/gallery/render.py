@@ -4,11 +4,17 @@ Site layout (all links between pages are relative, so the site works under any s
 only canonical/Open Graph/feed/sitemap URLs are absolute, built from [site] base_url)::
 
     index.html, page/<n>/index.html        the works, newest first, [site] page_size a page
-    works/<id>/index.html                  one work: variations, draft, prompt, parameters
-    tags/index.html                        every tag with its count
-    tags/<slug>/index.html (+ page/<n>/)   the works with that tag
+    works/<id>/index.html                  one work: variations, draft, prompt, parameters,
+                                           each variation's A1111 generation data
+    tags/index.html                        the most used tags with their counts (TOP_TAGS)
+    tags/by-name/index.html (+ page/<n>/)  every tag A-Z, TAG_LIST_SIZE a page (only when
+                                           there are more than TOP_TAGS)
+    tags/<slug>/index.html (+ page/<n>/)   the works with that tag, [site] page_size a page
+    search/index.html                      the search page (only with the `search` extra; the
+                                           index itself is made by search.py)
     feed.xml  sitemap.xml  robots.txt  404.html  favicon.svg  favicon.ico  .nojekyll
-    assets/site-<hash>.css  assets/viewer-<hash>.js   content-hashed: cache them forever
+    assets/site-<hash>.css  assets/viewer-<hash>.js  (assets/search-<hash>.js)
+                                           content-hashed: cache them forever
 
 Templates get user text (prompts, tags, titles) raw; Jinja's autoescape escapes it for HTML
 and XML alike. Tag slugs are ASCII made here, never the tag text itself.
@@ -23,20 +29,30 @@ import json
 import re
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from PIL import Image
 
-from pipeline import __version__
+from pipeline import __version__, metadata
+from pipeline.gallery import search
 from pipeline.gallery.collect import Picture, Work
 from pipeline.gallery.i18n import format_date, strings
 from pipeline.gallery.output import Output
 from pipeline.gallery.stamp import template_files
-from pipeline.metadata import SAMPLER_NAMES
+from pipeline.metadata import SAMPLER_NAMES, a1111_parameters
 
 FEED_SIZE = 30  # newest works in feed.xml
-EAGER_TILES = 8  # tiles above the first screen: loaded at once, not lazily
+# The grid's first row is its largest paint: those tiles load at once with fetchpriority=high,
+# every other tile lazily. Its length is worked out as site.css lays it out (flex-basis =
+# aspect ratio x --row, --gap between) at the widest the grid gets (main's max-width 1680px
+# less 2rem of padding a side): the first row of any narrower window is a prefix of that one.
+ROW_PX, GAP_PX, WIDEST_ROW_PX = 280, 6, 1616
+TOP_TAGS = 100  # tags/ lists the most used ones; with more, tags/by-name/ lists them all A-Z
+TAG_LIST_SIZE = 300  # tags a page of tags/by-name/: a compact list, no thumbnails
+RESERVED_SLUGS = {"by-name"}  # tags/<slug>/ must not be the A-Z list's folder
+SEARCH_BATCH = 40  # results the search page shows at a time (each loads a fragment of the index)
 
 
 @dataclass
@@ -48,12 +64,18 @@ class Tag:
 
 def render_site(works: list[Work], site, out: Output) -> None:
     env = _environment(site)
-    env.globals["assets"] = _assets(out)
+    # with the search extra (and something to find): a search box on every page, the search page
+    env.globals["search"] = bool(works) and search.available() is not None
+    env.globals["assets"] = _assets(out, env.globals["search"])
     env.globals["env_key"] = _env_key(env, site)
     tags = _tags(works)
     _grid_pages(env, out, works, "", site.page_size, heading=None)
     _work_pages(env, out, works, {t.name: t.slug for t in tags})
     _tag_pages(env, out, tags, site.page_size)
+    if env.globals["search"]:
+        # the search step's files (page, module, index) are written and counted by search.py
+        page = env.get_template("search.html").render(root="../", path="search/", og_work=None, batch=SEARCH_BATCH)
+        search.write_file(out, "search/index.html", page.encode("utf-8"))
     _extras(env, out, works, tags)
 
 
@@ -77,6 +99,9 @@ def _environment(site) -> Environment:
     )
     env.filters["date"] = lambda iso: format_date(iso, site.lang)
     env.filters["sampler"] = lambda name: SAMPLER_NAMES.get(name, name)  # the name A1111 users know
+    # what A1111 writes under an image (its prompt box and Civitai take it pasted whole); made
+    # only for pages that are rendered: the key covers the recipes and metadata.py (_env_key)
+    env.filters["infotext"] = a1111_parameters
     env.filters["srcset"] = lambda files, root: ", ".join(f"{root}{f} {w}w" for f, w, _ in files)
     return env
 
@@ -110,8 +135,9 @@ def _plain(obj):
 
 def _env_key(env: Environment, site) -> str:
     """Everything every page depends on: templates, static files, settings, aiimg version."""
-    digest = hashlib.sha256(json.dumps([dataclasses.asdict(site), __version__, env.globals["assets"]]).encode())
-    for path in template_files():
+    pages_depend_on = [dataclasses.asdict(site), __version__, env.globals["assets"], env.globals["search"]]
+    digest = hashlib.sha256(json.dumps(pages_depend_on).encode())
+    for path in [*template_files(), Path(metadata.__file__)]:  # metadata.py writes the infotexts
         digest.update(str(path).encode() + path.read_bytes())
     return digest.hexdigest()
 
@@ -119,16 +145,21 @@ def _env_key(env: Environment, site) -> str:
 # -- assets ----------------------------------------------------------------------------------
 
 
-def _assets(out: Output) -> dict[str, str]:
-    """Copy the CSS and JS under names carrying their hash; returns {"css": rel, "js": rel}."""
-    names = {}
-    for kind, name in (("css", "site.css"), ("js", "viewer.js")):
-        data = _static(name)
-        digest = hashlib.sha256(data).hexdigest()[:10]
-        rel = f"assets/{name.rsplit('.', 1)[0]}-{digest}.{kind}"
-        out.write(rel, data)
-        names[kind] = rel
+def _assets(out: Output, searching: bool) -> dict[str, str]:
+    """Copy the CSS and JS under names carrying their hash; returns {"css": rel, "js": rel}
+    (and "search": the search page's module, which viewer.js loads there only)."""
+    names = {"css": _asset(out, "site.css", out.write), "js": _asset(out, "viewer.js", out.write)}
+    if searching:
+        names["search"] = _asset(out, "search.js", lambda rel, data: search.write_file(out, rel, data))
     return names
+
+
+def _asset(out: Output, name: str, write) -> str:
+    data = _static(name)
+    stem, ext = name.rsplit(".", 1)
+    rel = f"assets/{stem}-{hashlib.sha256(data).hexdigest()[:10]}.{ext}"
+    write(rel, data)
+    return rel
 
 
 def _static(name: str) -> bytes:
@@ -156,9 +187,22 @@ def _grid_pages(env, out: Output, works: list[Work], base: str, size: int, headi
             page=page,
             heading=heading,
             tag=tag,
-            eager=EAGER_TILES if n == 1 else 0,
+            eager=first_row(chunk) if n == 1 else 0,
             og_work=chunk[0] if chunk else None,
         )
+
+
+def first_row(works: list[Work]) -> int:
+    """How many tiles the grid's first row holds at its widest (see ROW_PX): at least one."""
+    used, count = 0.0, 0
+    for work in works:
+        _, w, h = work.cover.picture.meta["thumb"][0]
+        basis = w / h * ROW_PX
+        if count and used + GAP_PX + basis > WIDEST_ROW_PX:
+            break
+        used += (GAP_PX if count else 0) + basis
+        count += 1
+    return count
 
 
 def _page_path(base: str, n: int) -> str:
@@ -197,7 +241,25 @@ def _prompt_groups(work: Work) -> list[dict]:
 def _tag_pages(env, out: Output, tags: list[Tag], size: int) -> None:
     for tag in tags:
         _grid_pages(env, out, tag.works, f"tags/{tag.slug}/", size, heading=tag.name, tag=tag)
-    _render(env, out, "tags.html", "tags/", tags=sorted(tags, key=lambda t: (-len(t.works), t.name)), og_work=None)
+    # names, slugs and counts only: thousands of tags make a list of links, never of thumbnails
+    rows = [{"name": t.name, "slug": t.slug, "count": len(t.works)} for t in tags]
+    top = sorted(rows, key=lambda r: (-r["count"], r["name"]))[:TOP_TAGS]
+    chunks = _by_name_chunks(rows) if len(rows) > TOP_TAGS else []
+    _render(env, out, "tags.html", "tags/", tags=top, total=len(rows), by_name=bool(chunks), page=None, og_work=None)
+    for n, chunk in enumerate(chunks, 1):
+        page = {
+            "n": n,
+            "total": len(chunks),
+            "newer": _page_path("tags/by-name/", n - 1) if n > 1 else None,
+            "older": _page_path("tags/by-name/", n + 1) if n < len(chunks) else None,
+        }
+        path = _page_path("tags/by-name/", n)
+        _render(env, out, "tags.html", path, tags=chunk, total=len(rows), by_name=True, page=page, og_work=None)
+
+
+def _by_name_chunks(rows: list[dict]) -> list[list[dict]]:
+    ordered = sorted(rows, key=lambda r: (r["name"].casefold(), r["name"]))
+    return [ordered[i : i + TAG_LIST_SIZE] for i in range(0, len(ordered), TAG_LIST_SIZE)]
 
 
 def _tags(works: list[Work]) -> list[Tag]:
@@ -215,7 +277,10 @@ def _slugs(names: list[str]) -> dict[str, str]:
     counts: dict[str, int] = {}
     for s in plain.values():
         counts[s] = counts.get(s, 0) + 1
-    return {n: s if s and counts[s] == 1 and n.isascii() else _hashed(s, n) for n, s in plain.items()}
+    return {
+        n: s if s and counts[s] == 1 and n.isascii() and s not in RESERVED_SLUGS else _hashed(s, n)
+        for n, s in plain.items()
+    }
 
 
 def _hashed(slug: str, name: str) -> str:
@@ -246,6 +311,8 @@ def _sitemap_pages(works: list[Work], tags: list[Tag], size: int) -> list[tuple[
     pages = [(_page_path("", n), newest) for n in range(1, max(1, -(-len(works) // size)) + 1)]
     pages += [(f"works/{w.id}/", w.updated) for w in works]
     pages.append(("tags/", newest))
+    if len(tags) > TOP_TAGS:
+        pages += [(_page_path("tags/by-name/", n), newest) for n in range(1, -(-len(tags) // TAG_LIST_SIZE) + 1)]
     for tag in tags:
         last = max(w.updated for w in tag.works)
         pages += [(_page_path(f"tags/{tag.slug}/", n), last) for n in range(1, -(-len(tag.works) // size) + 1)]

@@ -1,5 +1,6 @@
 /* aiimg viewer: click an image to see it large; arrows / Esc / swipe. Without JS every link
-   still works (it opens the work page or the full-size PNG). Also: copy buttons. */
+   still works (it opens the work page or the full-size PNG). Also: copy buttons, and on the
+   search page only, the search module (search.js, then Pagefind's index: nowhere else). */
 (function () {
   "use strict";
   var doc = document;
@@ -15,16 +16,30 @@
     return Promise.resolve();
   }
 
+  // data-copy: a prompt; data-infotext: a variation's whole generation data. Either names the
+  // element whose text is copied; only the button's visible label (its first child) changes.
   doc.addEventListener("click", function (e) {
-    var button = e.target.closest("[data-copy]");
+    var button = e.target.closest("[data-copy], [data-infotext]");
     if (!button) return;
-    var source = doc.getElementById(button.getAttribute("data-copy"));
-    var label = button.textContent;
+    var id = button.getAttribute("data-copy") || button.getAttribute("data-infotext");
+    var source = doc.getElementById(id);
+    var shown = button.firstChild;
+    var label = shown.textContent;
     copyText(source.textContent).then(function () {
-      button.textContent = button.getAttribute("data-done");
-      setTimeout(function () { button.textContent = label; }, 1400);
+      shown.textContent = button.getAttribute("data-done");
+      setTimeout(function () { shown.textContent = label; }, 1400);
     });
   });
+
+  function startSearch() {
+    var form = doc.querySelector("form[data-module]");
+    if (!form) return;
+    import(new URL(form.getAttribute("data-module"), doc.baseURI).href).then(function (module) {
+      module.start(form);
+    }).catch(function () {  // a page opened as a file cannot load modules: say so
+      doc.querySelector(".search-status").textContent = form.getAttribute("data-failed");
+    });
+  }
 
   function start() {
     var links = Array.prototype.slice.call(doc.querySelectorAll("a[data-full]"));
@@ -95,6 +110,10 @@
     });
   }
 
-  if (doc.readyState === "loading") doc.addEventListener("DOMContentLoaded", start);
-  else start();
+  function ready() {
+    startSearch();
+    start();
+  }
+  if (doc.readyState === "loading") doc.addEventListener("DOMContentLoaded", ready);
+  else ready();
 })();
