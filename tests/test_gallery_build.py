@@ -541,3 +541,15 @@ def test_the_works_cache_is_not_trusted_for_another_content_folder(site, tmp_pat
     assert report.problems == [] and report.works == 6
     hashed = json.loads(Content(moved / "content").gallery_cache_path().read_text())["hashes"]
     assert hashed and all(path.startswith(str(moved)) for path in hashed)
+
+
+def test_a_file_in_a_works_sub_folder_is_part_of_what_the_build_read(site, tmp_path):
+    """works/<id>/finished/<n>.png: the finished copy of a variation belongs to its work."""
+    cfg, _ = site
+    finished = tmp_path / "content/works" / ids(tmp_path)[0] / "finished"
+    finished.mkdir()
+    (finished / "1.png").write_bytes(b"a finished copy")
+    assert not build_site(cfg).noop
+    assert build_site(cfg).noop
+    (finished / "1.png").write_bytes(b"finished again")
+    assert not build_site(cfg).noop

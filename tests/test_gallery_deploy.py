@@ -179,6 +179,15 @@ def test_deploy_says_what_is_missing(tmp_path, monkeypatch, capsys):
     assert code == 1 and "no git remote 'origin'" in said and "git remote add origin" in said
 
 
+def test_a_token_in_the_remote_url_is_never_printed(repo, monkeypatch, capsys):
+    site, _ = repo
+    git(site, "remote", "set-url", "origin", "https://ghp_SECRET@github.com/user/repo.git")
+    git(site, "config", f"url.{repo[1]}.insteadOf", "https://ghp_SECRET@github.com/user/repo.git")
+    code, said = deploy(monkeypatch, capsys, site)
+    assert code == 0, said
+    assert "ghp_SECRET" not in said and "(https://github.com/user/repo.git)" in said
+
+
 def test_a_remote_not_on_github_is_deployed_without_the_check(repo, monkeypatch, capsys):
     site, remote = repo
     git(site, "remote", "add", "mirror", str(remote))

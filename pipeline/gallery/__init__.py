@@ -131,17 +131,18 @@ def build_site(cfg, clean: bool = False) -> BuildReport:
 def _build(
     cfg, content: Content, previous: dict, snapshot: dict, report: BuildReport, cache: dict, trusted: set[str]
 ) -> None:
-    from pipeline.gallery.images import encode_all  # Pillow and Jinja: only when building
+    from pipeline.gallery.images import encode_all, workers  # Pillow and Jinja: only when building
     from pipeline.gallery.render import render_site
 
     out = Output(cfg.output_dir, previous["pages"], previous["sizes"])
     out.trust(trusted, previous["files"])
-    # 1. read the works (and their drafts) from content/, those that changed since the last build
-    works = collect(content, report.problems, snapshot, cache["works"])
-    # 2. encode the images whose source or settings changed, in parallel; reuse the rest
-    pictures = [p for w in works for p in w.pictures]
-    stats = stamp.source_stats(content, snapshot)
-    images = encode_all(pictures, cfg.site, out, previous["sources"], cache["hashes"], report.problems, stats)
+    with workers() as pool:  # forked before the works are read: they do not keep a copy of them
+        # 1. read the works (and their drafts) from content/, those that changed since the last build
+        works = collect(content, report.problems, snapshot, cache["works"])
+        # 2. encode the images whose source or settings changed, in parallel; reuse the rest
+        pictures = [p for w in works for p in w.pictures]
+        stats = stamp.source_stats(content, snapshot)
+        images = encode_all(pictures, cfg.site, out, previous["sources"], cache["hashes"], report.problems, stats, pool)
     write_cache(content, cache, pictures)
     # 3. drop what could not be read: a work needs at least one readable variation
     works = _readable(works)
@@ -150,7 +151,7 @@ def _build(
     report.problems += search.update_index(out)
     # 5. delete what the last build made and this one did not, then record this build
     report.removed = out.remove_stale(previous["files"])
-    manifest_bytes = write_manifest(out, images["sources"])
+    manifest_bytes = write_manifest(out, images["sources"], previous)
     report.size = site_size(out, images["sources"], manifest_bytes)
     written = set(out.written)
     encoded = images["encoded"]
@@ -162,7 +163,7 @@ def _build(
     if not report.problems:  # one with problems leaves no stamp: the next build reports them again
         # the drafts/ folders read (works made before works held their draft); a work's own
         # copy is in the works snapshot already
-        drafts = [w.draft_id for w in works if w.draft and w.draft.picture.src != content.work_draft_image(w.id)]
+        drafts = [w.draft_id for w in works if w.draft and w.draft.picture.src != str(content.work_draft_image(w.id))]
         counts = {
             "works": report.works,
             "images": len(images["sources"]),
@@ -277,7 +278,7 @@ def write_cache(content: Content, cache: dict, pictures: list) -> None:
     """Keep the hashes of today's sources only (collect already kept today's works); written
     only when it changed, compactly (10,000 works are ~35 MB of it)."""
     hashes = cache["hashes"]
-    keep = {str(p.src): hashes[str(p.src)] for p in pictures if str(p.src) in hashes}
+    keep = {p.src: hashes[p.src] for p in pictures if p.src in hashes}
     data = {
         "format": CACHE_FORMAT,
         "aiimg": __version__,

@@ -38,7 +38,7 @@ META_KEYS = {"title": str, "tags": list, "description": str}
 class Picture:
     """One source image and where its encoded forms go (``out_dir`` under output/)."""
 
-    src: Path
+    src: str  # the source file (a str, not a Path: 40,000 of them at 10,000 works, made on every build)
     out_dir: str  # "images/<id>"
     stem: str  # "1", "2", ... or "draft"
     meta: dict = field(default_factory=dict)  # filled by images.py: sizes, colour, files
@@ -145,16 +145,16 @@ def _to_cache(work: Work) -> dict:
         "updated": work.updated,
         "tags": work.tags,
         "draft_id": work.draft_id,
-        "variations": [[v.recipe, str(v.picture.src), v.picture.stem] for v in work.variations],
-        "draft": [work.draft.recipe, str(work.draft.picture.src)] if work.draft else None,
+        "variations": [[v.recipe, v.picture.src, v.picture.stem] for v in work.variations],
+        "draft": [work.draft.recipe, work.draft.picture.src] if work.draft else None,
     }
 
 
 def _from_cache(work_id: str, data: dict) -> Work:
     out_dir = f"images/{work_id}"
-    variations = [Variation(recipe, Picture(Path(src), out_dir, stem)) for recipe, src, stem in data["variations"]]
+    variations = [Variation(recipe, Picture(src, out_dir, stem)) for recipe, src, stem in data["variations"]]
     draft = data["draft"]
-    draft = Variation(draft[0], Picture(Path(draft[1]), out_dir, "draft")) if draft else None
+    draft = Variation(draft[0], Picture(draft[1], out_dir, "draft")) if draft else None
     work = Work(
         work_id, data["title"], data["description"], data["created"], data["updated"], data["tags"], variations, draft
     )
@@ -163,10 +163,17 @@ def _from_cache(work_id: str, data: dict) -> Work:
 
 
 def listing(folder: str) -> list | None:
-    """[[name, size, mtime_ns, inode], ...] of the files in ``folder``, by name; None when unreadable."""
+    """[[name, size, mtime_ns, inode], ...] of the files in ``folder`` and in its sub-folders
+    (``finished/1.png``: a finished copy is part of its work), by name; None when unreadable."""
+    rows = []
     try:
         with os.scandir(folder) as found:
-            rows = [[e.name, st.st_size, st.st_mtime_ns, st.st_ino] for e in found if e.is_file() for st in [e.stat()]]
+            for e in found:
+                if e.is_file():
+                    st = e.stat()
+                    rows.append([e.name, st.st_size, st.st_mtime_ns, st.st_ino])
+                elif e.is_dir() and e.name[0] != ".":
+                    rows += [[f"{e.name}/{row[0]}", *row[1:]] for row in listing(e.path) or [] if "/" not in row[0]]
     except OSError:
         return None
     rows.sort()  # by name: names are unique, so the sort never looks further
@@ -210,7 +217,7 @@ def _variations(content: Content, work_id: str, recipes: list, problems: list[st
         finished = content.finished_path(work_id, recipe.file)
         shown = finished if recipe.finished and finished.is_file() else src
         # the pages show the recipe as it is on disk, keys of other stages included
-        out.append(Variation(recipe.to_json(), Picture(shown, f"images/{work_id}", src.stem)))
+        out.append(Variation(recipe.to_json(), Picture(str(shown), f"images/{work_id}", src.stem)))
     return sorted(out, key=lambda v: int(v.picture.stem))
 
 
@@ -232,7 +239,7 @@ def _draft(content: Content, work_id: str, draft_id: str, problems: list[str], f
     if not (files.there(image) if own else image.is_file()):
         problems.append(f"{image}: missing; work {work_id} shown without its draft")
         return None
-    return Variation(recipe.to_json(), Picture(image, f"images/{work_id}", "draft"))
+    return Variation(recipe.to_json(), Picture(str(image), f"images/{work_id}", "draft"))
 
 
 def _read_meta(content: Content, work_id: str, problems: list[str], files: _Files) -> dict:

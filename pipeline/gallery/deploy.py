@@ -89,9 +89,10 @@ def deploy(cfg, remote: str = "origin", branch: str = "gh-pages", message: str |
     from pipeline.gallery import build_site
 
     git = _Git(Path(cfg.root))
-    url = git.remote_url(remote)
+    raw = git.remote_url(remote)
+    url = re.sub(r"^(\w+://)[^@/]*@", r"\1", raw)  # as said: no token from an https://TOKEN@github.com URL
     out = Path(cfg.output_dir)
-    expected = pages_url(url, _cname(out))
+    expected = pages_url(raw, _cname(out))
     note = _check_base_url(cfg.site.base_url, expected, remote, url, force)
     report = build_site(cfg)
     if report.over_budget and not force:

@@ -38,13 +38,15 @@ that cannot be written (a full disk) is not: the worker raises the AiimgError of
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import itertools
 import json
 import os
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
@@ -99,11 +101,12 @@ def encode_all(
     hashes: dict,
     problems: list[str],
     stats: dict | None = None,
+    pool=None,
 ) -> dict:
     """Fill every picture's ``meta``; returns {"made": n, "reused": n, "sources": manifest part,
     "encoded": slots encoded now}. ``hashes`` is the cache of source digests (see
     :func:`hash_files`), updated in place; ``stats`` the sources' stat keys when already known;
-    ``previous`` empty re-encodes every image."""
+    ``previous`` empty re-encodes every image; ``pool``: :func:`workers` (None: encode here)."""
     settings, osettings = settings_of(site), original_settings_of(site)
     digests = hash_files([p.src for p in pictures], hashes, stats)
     text, otext = json.dumps(settings, sort_keys=True), json.dumps(osettings, sort_keys=True)
@@ -120,7 +123,7 @@ def encode_all(
             reused += 1
         else:  # what is still good is kept: a new `originals` re-encodes the originals alone
             jobs.append((pic, key, okey, {} if not images_ok else meta))
-    _run(jobs, {**settings, **osettings}, out.root, problems)
+    _run(jobs, {**settings, **osettings}, out.root, problems, pool)
     sources = {
         p.slot: {"key": keys[p.src][0], "original_key": keys[p.src][1], "meta": p.meta} for p in pictures if p.ok
     }
@@ -147,7 +150,7 @@ def files_of(meta: dict) -> list[str]:
     return image_files(meta) + original_files(meta)
 
 
-def hash_files(paths: list[Path], cache: dict, stats: dict | None = None) -> dict[Path, str]:
+def hash_files(paths: list[str], cache: dict, stats: dict | None = None) -> dict[str, str]:
     """sha256 of each file; ``cache`` ({path: [size, mtime_ns, inode, sha256]}) spares re-reading
     unchanged files and is updated in place; ``stats`` ({path: [size, mtime_ns, inode]}) spares
     the stat of a file already listed (the works snapshot: 40,000 sources at 10,000 works).
@@ -155,9 +158,8 @@ def hash_files(paths: list[Path], cache: dict, stats: dict | None = None) -> dic
     todo, out = [], {}
     stats = stats or {}
     for path in paths:
-        name = str(path)
-        key = stats.get(name) or _stat_key(path)
-        hit = cache.get(name)
+        key = stats.get(path) or _stat_key(path)
+        hit = cache.get(path)
         if key and hit and hit[:3] == key:
             out[path] = hit[3]
         else:
@@ -169,11 +171,11 @@ def hash_files(paths: list[Path], cache: dict, stats: dict | None = None) -> dic
         for (path, key), digest in zip(todo, pool.map(_sha256, [p for p, _ in todo])):
             out[path] = digest
             if key and digest != "unreadable":
-                cache[str(path)] = [*key, digest]
+                cache[path] = [*key, digest]
     return out
 
 
-def _stat_key(path: Path) -> list[int] | None:
+def _stat_key(path: str) -> list[int] | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -181,7 +183,7 @@ def _stat_key(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: str) -> str:
     try:
         with open(path, "rb") as fh:
             return hashlib.file_digest(fh, "sha256").hexdigest()
@@ -196,14 +198,35 @@ def _key(digest: str, settings_text: str) -> str:
 # -- the parallel run ------------------------------------------------------------------------
 
 
-def _run(jobs: list[tuple[Picture, str, str, dict]], settings: dict, root: Path, problems: list[str]) -> None:
+@contextlib.contextmanager
+def workers() -> Iterator:
+    """A pool of encoding processes (None on one core), forked now. Start it before the works
+    are read: a forked process keeps the memory it was forked with alive for as long as it runs
+    (its pages are shared only until this process writes to them), so workers forked at 10,000
+    works would hold a few hundred MB of recipes they never use; forked first, they share this
+    process's imports only. Unused (nothing to encode), it costs two forks."""
+    count = os.cpu_count() or 1
+    if count == 1:
+        yield None
+        return
+    from concurrent.futures import ProcessPoolExecutor  # multiprocessing: only when building
+
+    pool = ProcessPoolExecutor(count)
+    try:
+        pool.submit(int)  # the first task forks every worker
+        yield pool
+    finally:  # a full disk stops the build now, not after encoding every image queued
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run(jobs: list[tuple[Picture, str, str, dict]], settings: dict, root: Path, problems: list[str], pool) -> None:
     if not jobs:
         return
-    args = [(str(p.src), str(root), p.out_dir, p.stem, key, okey, settings, kept) for p, key, okey, kept in jobs]
+    args = [(p.src, str(root), p.out_dir, p.stem, key, okey, settings, kept) for p, key, okey, kept in jobs]
     # a bar on a terminal only: logs and CI output stay free of carriage returns
     bar = click.progressbar(length=len(jobs), label="images", file=sys.stderr, hidden=not sys.stderr.isatty())
     with bar:
-        for pic, result in _results(args, [p for p, *_ in jobs]):
+        for pic, result in _results(args, [p for p, *_ in jobs], pool):
             if "error" in result:
                 problems.append(result["error"])
             else:
@@ -211,25 +234,30 @@ def _run(jobs: list[tuple[Picture, str, str, dict]], settings: dict, root: Path,
             bar.update(1)
 
 
-def _results(args: list[tuple], pictures: list[Picture]) -> Iterator[tuple[Picture, dict]]:
-    """(picture, encode_one's result) as each is done. One image is encoded here: starting a
-    pool of processes would cost more than it (a single new variation while serving)."""
-    if len(args) == 1 or (os.cpu_count() or 1) == 1:
+def _results(args: list[tuple], pictures: list[Picture], pool) -> Iterator[tuple[Picture, dict]]:
+    """(picture, encode_one's result) as each is done. One image is encoded here: handing it
+    to a process would cost more than it (a single new variation while serving). A few tasks
+    per worker are queued at a time, not all: 40,000 queued tasks are ~40 MB of bookkeeping."""
+    if len(args) == 1 or pool is None:
         for a, pic in zip(args, pictures):
             yield pic, encode_one(*a)
         return
-    from concurrent.futures import ProcessPoolExecutor  # multiprocessing: only when there is work
+    from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(min(len(args), os.cpu_count() or 1)) as pool:
-        futures = {pool.submit(encode_one, *a): pic for a, pic in zip(args, pictures)}
-        try:
-            for future in as_completed(futures):
-                yield futures[future], future.result()
-        except BrokenProcessPool as exc:
-            raise AiimgError("an image encoding process died (out of memory? killed?); run the build again") from exc
-        finally:  # a full disk stops the build now, not after encoding every image queued
-            pool.shutdown(wait=True, cancel_futures=True)
+    todo, pending = iter(zip(args, pictures)), {}
+    window = 4 * (os.cpu_count() or 1)
+    try:
+        while True:
+            for a, pic in itertools.islice(todo, window - len(pending)):
+                pending[pool.submit(encode_one, *a)] = pic
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield pending.pop(future), future.result()
+    except BrokenProcessPool as exc:
+        raise AiimgError("an image encoding process died (out of memory? killed?); run the build again") from exc
 
 
 # -- one image (runs in a worker process) ----------------------------------------------------
