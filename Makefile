@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM ?= false
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[studio,rank,dev,search]"
+	$(BIN)/pip install -q -e ".[studio,rank,dev,search,ray]"
 	# spandrel without its torchvision pin: PyPI's torchvision only loads beside a CUDA torch, and the
 	# upscaler code paths never call it (tests/test_finishing.py stands in for it during import)
 	$(BIN)/pip install -q --no-deps "spandrel==0.4.2" "einops>=0.8"

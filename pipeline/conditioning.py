@@ -102,7 +102,7 @@ def _sampler(sampler: str, schedule: str, model) -> tuple[str, str]:
 
 
 def _clip_skip(skip: int, model) -> int:
-    layers = getattr(model.txt2img.text_encoder.config, "num_hidden_layers", skip)
+    layers = model.text_layers
     if skip > layers:
         raise AiimgError(f"clip_skip = {skip}: this model's text encoder has {layers} layers; use 1..{layers}")
     return skip
@@ -115,7 +115,8 @@ def _scheduler_class(recipe, model) -> str:
 
 
 def _base_scheduler(model):
-    """The scheduler the model was loaded with (the config's choice), kept before any sampler change."""
+    """The scheduler the model was loaded with (the config's choice), kept before any sampler change.
+    ``model``: a models.Loaded, or the models.ModelInfo a worker sent (the owner plans with it)."""
     if model.base_scheduler is None:
         model.base_scheduler = model.txt2img.scheduler
     return model.base_scheduler

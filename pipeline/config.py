@@ -61,6 +61,7 @@ class Key:
     allowed: str = ""  # the allowed values in words, where the rules above cannot say it
     seed: str = ""  # the name a seed.txt overrides this key by ("" = it cannot)
     seed_doc: str = ""  # the doc under that name, when it differs
+    one: bool = False  # a list that may be written as its one item (devices = "auto")
 
     @property
     def kind(self) -> type:
@@ -78,7 +79,8 @@ class Key:
         if self.kind is dict:
             return f"a table of {' | '.join(self.names)} = {self.item.allowed_text()}"
         if self.kind is list:
-            return f"a list of {'1 or more ' if self.nonempty else ''}values, each {self.item.allowed_text()}"
+            also = ", or one such value alone" if self.one else ""
+            return f"a list of {'1 or more ' if self.nonempty else ''}values, each {self.item.allowed_text()}{also}"
         return _bounds(self.min, self.max)
 
 
@@ -126,6 +128,19 @@ def _resource_problem(check: Callable) -> str:
     except AiimgError as exc:
         return str(exc)
     return ""
+
+
+def _device_problem(value: str) -> str:
+    if value in ("auto", "cpu", "mps", "cuda"):
+        return ""
+    number = value.removeprefix("cuda:")
+    return "" if number != value and number.isdigit() else "not a device"
+
+
+def _devices_problem(value: list) -> str:
+    if "auto" in value and len(value) > 1:
+        return "auto stands alone"
+    return "mps is one device: list it once" if value.count("mps") > 1 else ""
 
 
 def _class_name_problem(value: str) -> str:
@@ -333,6 +348,23 @@ class FinishConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
+    devices: list = key(
+        ["auto"],
+        "the devices that generate, one worker each: auto (every CUDA GPU when there are 2 or more, "
+        "else [model] device, in this process), or a list such as ['cuda:0', 'cuda:1']",
+        nonempty=True,
+        item=Key("", "device", check=_device_problem, allowed="auto | cpu | mps | cuda | cuda:N"),
+        check=_devices_problem,
+        one=True,
+    )
+    ray_address: str = key(
+        "",
+        "Ray cluster for workers on several machines (extra aiimg[ray]): '' (none), 'local' (start one "
+        "here), or the cluster's address, e.g. 'auto' or '10.0.0.5:6379'; [run] devices is then unused",
+    )
+    ray_workers: int = key(
+        0, "with ray_address: how many workers (0: one per GPU of the cluster; N: N, one GPU or CPU each)", min=0
+    )
     max_unseeded_drafts: int = key(500, "drafting pauses while this many drafts wait without a seed.txt", min=0)
     min_free_gb: float = key(2.0, "drafting pauses while the content disk has less free space (GB) than this", min=0)
     rescan_seconds: float = key(5.0, "periodic rescan of content/ in case a file event was missed", min=0.1, max=3600)
@@ -528,6 +560,9 @@ def _read(declared: dict[str, Key], values: dict, where: str, also: list | None 
         if name not in declared:
             problems.append(_unknown(name, [*declared, *(also or [])], where))
             continue
+        spec = declared[name]
+        if spec.one and spec.kind is list and _is(spec.item.kind, value):
+            value = [value]
         wrong = _problems(declared[name], name, value, where)
         problems += wrong
         if not wrong:

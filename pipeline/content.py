@@ -257,7 +257,9 @@ class Content:
             lock.release()
 
     def write_status(self, status: dict) -> None:
-        atomic_write_json(self.state_dir / "status.json", {"pid": os.getpid(), "updated": utc_now(), **status})
+        # informational and rewritten at every job: whole (atomic), but not worth an fsync each time
+        data = {"pid": os.getpid(), "updated": utc_now(), **status}
+        atomic_write_json(self.state_dir / "status.json", data, durable=False)
 
     def read_status(self) -> dict | None:
         path = self.state_dir / "status.json"

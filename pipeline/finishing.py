@@ -409,19 +409,28 @@ def finish(cfg, content, image: Image.Image, recipe, device: str = "cpu") -> Ima
     """``[finish]`` on a variation just saved: its finished copy written beside it (the raw stays as
     made) and every step recorded in ``recipe.finished``; the copy carries the recipe as A1111
     parameters with a ``Finishing`` field. None (and nothing written) when ``[finish]`` is off."""
-    from pipeline.metadata import png_bytes
+    finished = finished_copy(cfg, image, recipe, device)
+    if finished is not None:
+        save_finished(content, recipe, finished)
+    return finished
 
+
+def finished_copy(cfg, image: Image.Image, recipe, device: str = "cpu") -> Image.Image | None:
+    """The finished copy (None when ``[finish]`` is off), its steps and seconds in ``recipe.finished``:
+    the half of :func:`finish` that needs the device (a worker runs it; workers/)."""
     if not cfg.finish.enabled:
         return None
     started = time.perf_counter()
     finished, steps = finish_image(image, cfg.finish, finishing_upscaler(cfg), device)
-    path = content.finished_path(recipe.parent, recipe.file)
-    recipe.finished = {
-        "file": path.relative_to(content.work_folder(recipe.parent)).as_posix(),
-        "width": finished.width,
-        "height": finished.height,
-        "steps": steps,
-    }
+    recipe.finished = {"width": finished.width, "height": finished.height, "steps": steps}
     recipe.finished["seconds"] = round(time.perf_counter() - started, 3)
-    content.write_finished(recipe.parent, recipe.file, png_bytes(finished, recipe.to_json()))
     return finished
+
+
+def save_finished(content, recipe, finished: Image.Image) -> None:
+    """The half of :func:`finish` that writes (the owner of content/ runs it): the copy, named in the recipe."""
+    from pipeline.metadata import png_bytes
+
+    path = content.finished_path(recipe.parent, recipe.file)
+    recipe.finished = {"file": path.relative_to(content.work_folder(recipe.parent)).as_posix(), **recipe.finished}
+    content.write_finished(recipe.parent, recipe.file, png_bytes(finished, recipe.to_json()))

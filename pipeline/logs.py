@@ -10,9 +10,12 @@ the first record, so commands that log nothing leave no trace.
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
+import os
 import sys
+import time
 from pathlib import Path
 
 ROOT = "aiimg"
@@ -99,13 +102,30 @@ def log_file() -> Path | None:
     return None
 
 
-def traceback_to_file(message: str) -> Path | None:
+def traceback_to_file(message: str, details: str = "") -> Path | None:
     """Record the exception being handled, with its traceback, in the log file only (the
-    terminal gets one line from the caller); returns the file, or None when there is none."""
+    terminal gets one line from the caller); returns the file, or None when there is none.
+    ``details``: a traceback already formatted (a worker process sent it) instead."""
     logger = logging.getLogger(ROOT)
     for handler in logger.handlers:
         if isinstance(handler, _LazyRotatingFile):
-            record = logger.makeRecord(logger.name, logging.ERROR, "", 0, message, (), sys.exc_info())
+            text = f"{message}\n{details.rstrip()}" if details else message
+            record = logger.makeRecord(logger.name, logging.ERROR, "", 0, text, (), None if details else sys.exc_info())
             handler.handle(record)
             return Path(handler.baseFilename)
     return None
+
+
+def tracing() -> bool:
+    """``AIIMG_TRACE=FILE``: :func:`trace` appends an event per line there (what bench/ measures latency with)."""
+    return bool(os.environ.get("AIIMG_TRACE"))
+
+
+def trace(event: str, **fields) -> None:
+    """One JSON line with a wall-clock time (marker seen, draft preempted, first denoising step of a
+    variation...), from any process: workers append to the same file as the owner."""
+    path = os.environ.get("AIIMG_TRACE")
+    if path:
+        line = json.dumps({"t": time.time(), "event": event, "pid": os.getpid(), **fields}) + "\n"
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line)

@@ -52,19 +52,50 @@ class Loaded:
     def scheduler(self) -> str:
         return type(self.txt2img.scheduler).__name__
 
+    @property
+    def text_layers(self) -> int:
+        return self.txt2img.text_encoder.config.num_hidden_layers
+
+    def info(self) -> ModelInfo:
+        """What planning a recipe needs of this model, without its weights (it travels to the owner)."""
+        vae, layers = dict(self.vae), self.text_layers
+        return ModelInfo(self.name, self.hash, self.device, self.kind, vae, self.base_scheduler, layers)
+
+
+@dataclass
+class ModelInfo:
+    """The model as a recipe is planned against it: name and hash, family, VAE, the scheduler it
+    was loaded with (samplers are built on its config) and its text encoder's depth (clip skip).
+
+    A worker that loaded the model sends this to the owner of content/ (workers/), which plans
+    every recipe and holds no weights itself; :class:`Loaded` answers the same questions."""
+
+    name: str
+    hash: str
+    device: str
+    kind: str
+    vae: dict
+    base_scheduler: object
+    text_layers: int
+
+    @property
+    def scheduler(self) -> str:
+        return type(self.base_scheduler).__name__
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("AIIMG_CACHE", Path.home() / ".cache" / "aiimg"))
 
 
-def load(model_cfg) -> Loaded:
-    """The txt2img pipeline and an img2img built from it with ``from_pipe`` (no second copy)."""
+def load(model_cfg, device: str = "") -> Loaded:
+    """The txt2img pipeline and an img2img built from it with ``from_pipe`` (no second copy);
+    ``device`` (a worker's: "cuda:1", "cpu") overrides ``[model] device``."""
     _quiet()
     import torch
     from diffusers import AutoPipelineForImage2Image
 
-    device = pick_device(model_cfg.device)
-    dtype = torch.float16 if device == "cuda" else torch.float32
+    device = pick_device(device or model_cfg.device)
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
     t2i, name, digest, kind = _load_txt2img(model_cfg, dtype)
     _set_scheduler(t2i, model_cfg.scheduler)
     vae = _replace_vae(t2i, model_cfg.vae, dtype) if model_cfg.vae else {}
@@ -72,7 +103,8 @@ def load(model_cfg) -> Loaded:
     t2i.set_progress_bar_config(disable=True)
     i2i = AutoPipelineForImage2Image.from_pipe(t2i)
     i2i.set_progress_bar_config(disable=True)
-    return Loaded(t2i, i2i, name, digest, device, kind, vae)
+    # the scheduler as loaded, kept before any sampler replaces it: every sampler is built on its config
+    return Loaded(t2i, i2i, name, digest, device, kind, vae, base_scheduler=t2i.scheduler)
 
 
 def _replace_vae(pipe, spec: str, dtype) -> dict:
@@ -100,8 +132,8 @@ def pick_device(wanted: str) -> str:
     import torch
 
     if wanted != "auto":
-        if wanted == "cuda" and not torch.cuda.is_available():
-            raise ModelError('[model] device = "cuda" but torch sees no CUDA GPU; use "auto" or "cpu"')
+        if wanted.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelError(f'device "{wanted}": torch sees no CUDA GPU; use "auto" or "cpu"')
         return wanted
     if torch.cuda.is_available():
         return "cuda"

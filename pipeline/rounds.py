@@ -43,9 +43,11 @@ class Plan:
         return len(self.work.files(self.number))
 
     def todo(self) -> list[int]:
-        """The variation numbers still to make."""
+        """The variation numbers still to make: with several workers a round's variations are
+        recorded in the order they finish, so a killed round can have gaps (1 and 3 made, not 2)."""
         first = self.round.first_index
-        return list(range(first + self.made(), first + self.round.count))
+        made = {v.index for v in self.work.variations if v.round == self.number}
+        return [i for i in range(first, first + self.round.count) if i not in made]
 
 
 def waiting(content: Content) -> tuple[list[Seed], list[Marker]]:
@@ -111,8 +113,10 @@ def _new_round(cfg, work: Work, marker: Marker) -> None:
 
 
 def record(content: Content, plan: Plan, recipe: VariationRecipe) -> None:
-    """A variation whose PNG is whole joins its round."""
+    """A variation whose PNG is whole joins its round (work.json lists them by number, whichever
+    worker finished first)."""
     plan.work.variations.append(recipe)
+    plan.work.variations.sort(key=lambda v: v.index)
     content.write_work(plan.work.draft, plan.work)
 
 

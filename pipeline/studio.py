@@ -1,117 +1,127 @@
-"""The loop (`aiimg run`) and the one-off commands `draft`, `vary` and `status`.
+"""The owner of content/: the loop (`aiimg run`) and the one-off commands draft, vary and status.
 
-One process owns the device and the content folder (``Content.lock``). Priority: while any
-seed waits, make variations (oldest marker first); only when none waits, make a draft. A
-watchdog observer (watcher.py) only *signals* (a marker file changed, something changed); the loop
-re-reads the disk to decide, and rescans every ``run.rescan_seconds`` in case an event was
-lost. A draft in progress checks after every denoising step whether a seed now waits and is
-discarded if so (``Preempted``): nothing of it was written. Draft images and recipes are
-encoded and written by a background thread, off the critical path; variations are written
-before their round is recorded, so work.json never names a file that is not whole.
+One process owns the content folder (``Content.lock``): it alone scans it, plans every recipe
+and writes every file. Its workers (workers/: one per device, in this process, in subprocesses
+or on a Ray cluster) only turn recipes into pixels, one image per job. Each turn of the loop:
 
-``AIIMG_TRACE=FILE`` appends one JSON line per event (marker seen, first denoising step of a
-variation, draft done, ...) with a wall-clock time: what bench/ measures latency with.
+1. what happened: a worker is ready; a result came (a draft is written by a background thread,
+   a variation here, recorded in work.json once its PNG is whole); a worker died (its variation
+   waits again, first in line; its draft is dropped; the worker is started again after a pause);
+   a result from a job since given to another worker is dropped.
+2. on a marker event, after a result, and every ``run.rescan_seconds``: the disk is read again
+   (the watcher only signals). Each seed that waits gets its round planned and begun, one job per
+   variation, oldest marker first; a round whose seed.txt went is cancelled (its jobs not yet
+   handed out are dropped; a variation in progress is kept).
+3. a free worker takes the oldest waiting variation, else a new draft.
+4. while variations wait and no worker is free, the least advanced draft is stopped after its
+   current denoising step and its worker takes the variation (nothing of the draft was written).
+   Variations are never stopped but by Ctrl-C, which stops every job after its step: what was
+   not recorded is made again by the next run, to the same pixels.
+
+``AIIMG_TRACE=FILE`` appends one JSON line per event (logs.trace): what bench/ measures with.
 """
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
-import os
+import queue
 import random
 import signal
-import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
-from pipeline import conditioning, drafts, finishing, markers, models, prompts, rounds, variations, watcher
-from pipeline.content import Content
+from PIL import Image
+
+from pipeline import conditioning, drafts, finishing, logs, markers, prompts, rounds, variations, watcher, workers
+from pipeline.content import Content, utc_now
 from pipeline.errors import AiimgError, MarkerError
+from pipeline.logs import trace
 from pipeline.recipes import DraftRecipe
 from pipeline.rounds import Seed
+from pipeline.workers import Died, Finished, Job, Ready, Worker
 
 log = logging.getLogger("aiimg.studio")
 
-
-@dataclass(frozen=True)
-class Served:
-    """What serving one seed came to: ``made`` variations; ``retry`` when it failed for a reason
-    that is not the marker's (disk full...): the seed still waits and the loop backs off."""
-
-    made: int = 0
-    retry: bool = False
+RESTART_AFTER_S = (2, 60)  # a dead worker starts again after 2 s, doubling with each death, at most 60 s
 
 
-class Prefetch:
-    """Encodes the oldest waiting seed's source ahead of time, on the second core.
+@dataclass
+class Serving:
+    """A round in progress: its seed, its plan (work.json), the draft's pixels, its jobs."""
 
-    A marker event only queues a job here (the watcher signals; it does no work); the job
-    re-reads the disk like the loop does. While it VAE-encodes the draft (variations.encode),
-    the draft in progress finishes its current denoising step, so the first variation's first
-    step starts sooner: seed latency is max(rest of the step, encode) instead of their sum.
-    """
+    seed: Seed
+    plan: rounds.Plan
+    source: Image.Image
+    queued: int = 0
+    running: int = 0
+    begun: bool = False  # recorded in work.json (with its first job handed out)
+    ended: str = ""  # "" | "cancelled" (seed.txt removed) | "answered" (seed.error.txt written)
 
-    def __init__(self, studio: Studio):
-        self.studio = studio
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="aiimg-prefetch")
-        self.ready: dict[tuple, object] = {}
-        self.queued = threading.Event()
 
-    def signal(self) -> None:
-        if not self.queued.is_set():  # events come in bursts (created, modified, closed...)
-            self.queued.set()
-            self.pool.submit(self._encode_next)
+@dataclass
+class Ticket:
+    """The owner's record of a job: the worker running it, and its round for a variation."""
 
-    def _encode_next(self) -> None:
-        self.queued.clear()
-        studio = self.studio
-        waiting, _ = rounds.waiting(studio.content)
-        if not waiting:
-            return
-        try:
-            _, source = variations.load_draft(studio.content, waiting[0].draft)
-        except AiimgError:
-            return  # the loop reports it beside the marker
-        size = variations.first_stage_size(source, studio.cfg.variation.areas)
-        key = (waiting[0].draft.id, size)
-        if key not in self.ready:
-            self.ready[key] = variations.encode(studio.model, source, size)
-            trace("prefetched", id=waiting[0].draft.id)
+    job: Job
+    serving: Serving | None = None
+    worker: Worker | None = None
 
-    def take(self, draft_id: str, size: tuple):
-        """The latents for this draft at this size if prefetched (waiting for a job in flight)."""
-        self.pool.submit(lambda: None).result()
-        latents = self.ready.pop((draft_id, size), None)
-        self.ready.clear()  # anything else is stale: its seed may be gone or already served
-        return latents
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
+@dataclass
+class Changed:
+    """The watcher's signal: something under drafts/ changed (a marker, or anything)."""
+
+    marker: bool
+
+
+@dataclass
+class Stop:
+    pass
+
+
+@dataclass
+class Goal:
+    """What this command asks of the loop."""
+
+    max_drafts: int | None = None  # None: no limit
+    once: bool = False  # return once nothing is left to do, instead of waiting for seeds
+    drafting: bool = True
+    only: set[str] | None = None  # serve only the seeds of these drafts (`aiimg vary ID...`)
 
 
 class Studio:
-    def __init__(self, cfg, content: Content):
+    def __init__(self, cfg, content: Content, model=None):
         self.cfg, self.content = cfg, content
-        self.dirs = conditioning.Dirs.of(cfg)
-        self.model = None
+        self.model = model  # an already loaded model for a single in-process worker (tests)
+        self.workers: list[Worker] = []
+        self.events: queue.Queue = queue.Queue()
+        self.info = None  # models.ModelInfo: what recipes are planned against
+        self.queue: deque[Ticket] = deque()  # variations waiting for a worker, oldest seed first
+        self.running: dict[int, Ticket] = {}
+        self.serving: dict[Path, Serving] = {}  # by marker folder
+        self.ids = itertools.count(1)
+        self.goal = Goal()
         self.stopping = False
-        self.wake = threading.Event()  # anything changed under drafts/
-        self.marker_event = threading.Event()  # a seed.txt appeared, changed or went
+        self.scan_due = True
+        self.last_scan = 0.0
+        self.backoff_until = 0.0  # after an error that is not a seed's (a full disk): drafts and rounds pause
+        self.restart_at: dict[int, float] = {}  # id(worker) -> when to start it again
+        self.drafts_begun = 0  # made or in progress (for --max-drafts)
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="aiimg-writer")
         self.scorer = ThreadPoolExecutor(1, thread_name_prefix="aiimg-scorer")
         self.pending: list[Future] = []
         self.ranker = None
-        self.prefetch = Prefetch(self)
-        self.last_scan = time.monotonic()
-        self.first_step_due = False
         self.made = {"drafts": 0, "variations": 0, "preempted": 0, "errors": 0}
 
     # -- set-up and tear-down -----------------------------------------------------------------
 
     def start(self, drafting: bool = True) -> None:
-        """Load the model; ``drafting``: this command makes drafts from the template, so what the
-        template names (wildcards, LoRAs, embeddings, sampler) is checked now, not at the 300th."""
+        """Start the workers and wait for the first model; ``drafting``: this command makes drafts
+        from the template, so what it names (wildcards, LoRAs, embeddings, sampler) is checked now."""
         self.content.ensure()
         removed = self.content.clean_temp()
         if removed:
@@ -120,25 +130,36 @@ class Studio:
             prompts.check(self.cfg.prompt.template, self.content.prompts_dir)
         self._status("loading model")
         started = time.perf_counter()
-        self.model = models.load(self.cfg.model)
+        self.workers = workers.create(self.cfg, self.model)
+        for worker in self.workers:
+            worker.start(self.events)
+        ready, seen = workers.first_ready(self.events, self.workers)
+        self._handle(ready)
+        for event in seen:
+            self._handle(event)
         log.info(
             "model %s [%s] on %s loaded in %.1f s",
-            self.model.name,
-            self.model.hash,
-            self.model.device,
+            self.info.name,
+            self.info.hash,
+            ready.worker.device,
             time.perf_counter() - started,
         )
         if drafting:
             self.check_drafts()
         self.ranker = self._make_ranker()
-        if os.environ.get("AIIMG_TRACE"):
-            self.model.txt2img.unet.register_forward_pre_hook(self._trace_first_step)
+
+    def wait_for_workers(self, timeout: float = 600) -> None:
+        """Until every worker has its model loaded (or has failed to): bench/ and tests start
+        with all of them at work; the loop itself starts as soon as one is ready."""
+        deadline = time.monotonic() + timeout
+        while any(w.state == "starting" for w in self.workers):
+            self._handle(self.events.get(timeout=max(0.0, deadline - time.monotonic())))
 
     def check_drafts(self) -> None:
         """Fail at start-up, not at the 300th draft: the LoRAs, embeddings and sampler that the
         template's prompts name are found (the prompts of a few prompt seeds, like prompts.check)."""
         for seed in range(8):
-            drafts.plan(self.cfg, self.content, self.model, random.Random(seed))
+            drafts.plan(self.cfg, self.content, self.info, random.Random(seed))
 
     def _make_ranker(self):
         if not self.cfg.score.enabled:
@@ -154,8 +175,20 @@ class Studio:
         return None
 
     def close(self) -> None:
+        """Stop every job after its step (what finishes meanwhile is still written), let go of the
+        devices, wait for the background writes."""
+        for worker in self.workers:
+            if worker.job is not None:
+                worker.stop_job()
+        deadline = time.monotonic() + 60
+        while self.running and time.monotonic() < deadline:
+            try:
+                self._handle(self.events.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        for worker in self.workers:
+            worker.close()
         self.drain()
-        self.prefetch.close()
         self.scorer.shutdown(wait=True)
         self.writer.shutdown(wait=True)
 
@@ -168,25 +201,345 @@ class Studio:
                 log.error("%s", exc, exc_info=not isinstance(exc, AiimgError))
         self.pending.clear()
 
-    # -- drafts -------------------------------------------------------------------------------
+    # -- the loop -----------------------------------------------------------------------------
 
-    def make_draft(self, preemptible: bool) -> DraftRecipe | None:
-        """One draft (its recipe; written in the background), or None when preempted."""
-        recipe = drafts.plan(self.cfg, self.content, self.model)
-        self._status(f"draft {recipe.id} {recipe.width}x{recipe.height}")
+    def run(self, max_drafts: int | None = None, once: bool = False, drafting: bool = True, only=None) -> None:
+        self.goal = Goal(max_drafts, once, drafting, set(only) if only is not None else None)
+        self.drafts_begun = 0
+        self.scan_due = True
+        while not self.stopping:
+            # 1. the disk as it is now: new rounds, cancelled ones (not while backing off from an error)
+            now = time.monotonic()
+            if self.backoff_until <= now and (self.scan_due or now - self.last_scan >= self.cfg.run.rescan_seconds):
+                self._scan()
+            self._restart_dead()
+            # 2. free workers: the oldest waiting variation, else a new draft
+            self._dispatch()
+            # 3. variations wait and no worker is free: stop the least advanced drafts
+            self._preempt()
+            if once and self._finished():
+                break
+            # 4. wait for something to happen: a result, a worker, a file, the rescan timer
+            self._wait()
+
+    def _finished(self) -> bool:
+        if self.queue or self.running or self.serving or self.scan_due:
+            return False
+        if self.backoff_until > time.monotonic():  # something failed and will be tried again
+            return False
+        return not self._drafting_now()
+
+    def _wait(self) -> None:
+        now = time.monotonic()
+        until = [self.last_scan + self.cfg.run.rescan_seconds, *self.restart_at.values()]
+        if self.backoff_until > now:
+            until.append(self.backoff_until)
+        if not self.running:
+            self._status(f"idle: {self._idle_reason()}")
+            self.drain()
         try:
-            stop = self._should_preempt if preemptible else self._stop_now
-            image = drafts.make(self.model, recipe, stop, self.dirs, finishing.deep_shrink_end(self.cfg))
-        except drafts.Preempted:
-            self.made["preempted"] += 1
-            trace("draft_preempted", id=recipe.id)
+            event = self.events.get(timeout=max(0.0, min(until) - now))
+        except queue.Empty:
+            return
+        self._handle(event)
+        while True:  # everything else that came meanwhile, before deciding anything
+            try:
+                self._handle(self.events.get_nowait())
+            except queue.Empty:
+                return
+
+    def _handle(self, event) -> None:
+        if isinstance(event, Finished):
+            self._on_result(event.worker, event.result)
+        elif isinstance(event, Changed):
+            self.scan_due = self.scan_due or event.marker
+        elif isinstance(event, Ready):
+            self._on_ready(event)
+        elif isinstance(event, Died):
+            self._on_death(event.worker, event.why, event.at_start)
+
+    # -- 1. seeds -----------------------------------------------------------------------------
+
+    def _scan(self) -> None:
+        self.scan_due = False
+        self.last_scan = time.monotonic()
+        waiting, _ = rounds.waiting(self.content)
+        for seed in waiting:
+            if seed.marker.folder not in self.serving and self._wanted(seed):
+                self._begin(seed)
+        for serving in list(self.serving.values()):
+            if not serving.ended and not rounds.still_marked(serving.seed.marker.folder):
+                self._cancel(serving)
+
+    def _wanted(self, seed: Seed) -> bool:
+        return self.goal.only is None or seed.draft.id in self.goal.only
+
+    def _begin(self, seed: Seed) -> None:
+        """Plan and begin the round this seed asks for; its variations join the queue."""
+        trace("serve", marker=str(seed.marker.path))
+        try:
+            # 1. the round: resumed as recorded, or planned from seed.txt (MarkerError if bad)
+            plan = rounds.plan(self.cfg, self.content, seed)
+            draft, source = variations.load_draft(self.content, seed.draft)
+            # 2. every variation's recipe, before any pixel: a LoRA or sampler that cannot run is said now
+            recipes = [variations.recipe(self.cfg, draft, plan.round, plan.number, i, self.info) for i in plan.todo()]
+        except MarkerError as exc:
+            self._answer(seed, str(exc))
+            return
+        except AiimgError as exc:  # e.g. disk full: not the marker's fault; try again later
+            self._back_off(str(exc))
+            return
+        except Exception as exc:  # a daemon keeps going: the traceback to the log, the gist beside the marker
+            logs.traceback_to_file(f"serving {seed.marker.path} failed")
+            self._answer(seed, f"{type(exc).__name__}: {exc}")
+            return
+        serving = Serving(seed, plan, source)
+        self.serving[seed.marker.folder] = serving
+        for recipe in recipes:
+            self._enqueue(Ticket(Job(next(self.ids), recipe, source), serving))
+        if not recipes:  # a resumed round whose last variation was written, not recorded... nothing left
+            self._end_if_idle(serving)
+
+    def _enqueue(self, ticket: Ticket, first: bool = False) -> None:
+        ticket.serving.queued += 1
+        (self.queue.appendleft if first else self.queue.append)(ticket)
+
+    def _cancel(self, serving: Serving) -> None:
+        serving.ended = "cancelled"
+        self._drop_queued(serving)
+        if not serving.begun:  # removed before its round started: nothing was written, nothing is
+            log.info("seed   %s  cancelled (seed.txt removed)", serving.seed.draft.id)
+        else:
+            try:
+                rounds.cancel(self.content, serving.plan)
+            except AiimgError as exc:
+                log.error("%s", exc)
+            log.info("seed   %s  cancelled after %d (seed.txt removed)", serving.seed.draft.id, serving.plan.made())
+        self._end_if_idle(serving)
+
+    def _drop_queued(self, serving: Serving) -> None:
+        self.queue = deque(t for t in self.queue if t.serving is not serving)
+        serving.queued = 0
+
+    def _answer(self, seed: Seed, message: str) -> None:
+        """The seed cannot be served: say why beside its marker (the loop goes on with other work)."""
+        self.made["errors"] += 1
+        log.warning("seed error: %s", message)
+        serving = self.serving.get(seed.marker.folder)
+        if serving is not None:
+            serving.ended = "answered"
+            self._drop_queued(serving)
+            self._end_if_idle(serving)
+        try:
+            markers.write_error(seed.marker, message)
+        except Exception as exc:
+            log.error("cannot write %s: %s", markers.error_path(seed.marker.folder), exc)
+            self._back_off("the error file could not be written")
+
+    def _end_if_idle(self, serving: Serving) -> None:
+        """A round with nothing queued or running is over: done, cancelled, or answered."""
+        if serving.queued or serving.running:
+            return
+        self.serving.pop(serving.seed.marker.folder, None)
+        if serving.ended != "answered":
+            markers.clear_error(serving.seed.marker.folder)  # the creator fixed what the last error said
+        self.scan_due = True
+
+    def _back_off(self, why: str) -> None:
+        self.made["errors"] += 1
+        log.error("%s", why)
+        self.backoff_until = time.monotonic() + self.cfg.run.rescan_seconds
+        self.scan_due = True  # once the pause is over, what failed is tried again
+
+    # -- 2. handing out work ------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        for worker in self.workers:
+            if worker.state != "idle":
+                continue
+            ticket = self._next_variation() or self._new_draft()
+            if ticket is None:
+                return
+            ticket.worker = worker
+            self.running[ticket.job.id] = ticket
+            worker.take(ticket.job)
+            self._status(ticket.job.describe())
+
+    def _next_variation(self) -> Ticket | None:
+        while self.queue:
+            ticket = self.queue.popleft()
+            serving = ticket.serving
+            serving.queued -= 1
+            if not rounds.still_marked(serving.seed.marker.folder):  # removed meanwhile: the rest is cancelled
+                serving.queued += 1
+                self.queue.appendleft(ticket)
+                self._cancel(serving)
+                continue
+            if not self._begun(serving):
+                serving.queued += 1
+                self.queue.appendleft(ticket)
+                return None
+            ticket.job.recipe.created = utc_now()
+            serving.running += 1
+            return ticket
+        return None
+
+    def _begun(self, serving: Serving) -> bool:
+        """The round recorded before its first pixel (a kill from here on resumes it), with a copy of
+        its draft in works/<id>/. False (and the loop backs off) when that cannot be written."""
+        if not serving.begun:
+            try:
+                rounds.begin(self.content, serving.plan)
+            except AiimgError as exc:
+                self._back_off(str(exc))
+                return False
+            serving.begun = True
+        return True
+
+    def _new_draft(self) -> Ticket | None:
+        if self._draft_blocker() is not None:
             return None
-        self.pending.append(self.writer.submit(self._save_draft, recipe, image))
+        try:
+            recipe = drafts.plan(self.cfg, self.content, self.info)
+        except AiimgError as exc:  # e.g. a LoRA file removed while the loop runs
+            self._back_off(f"draft not made: {exc}")
+            return None
+        self.drafts_begun += 1
+        return Ticket(Job(next(self.ids), recipe))
+
+    def _drafting_now(self) -> bool:
+        return self._draft_blocker() is None
+
+    def _draft_blocker(self) -> str | None:
+        """Why no draft should be started now, or None."""
+        goal = self.goal
+        if not goal.drafting:
+            return "not making drafts"
+        if goal.max_drafts is not None and self.drafts_begun >= goal.max_drafts:
+            return f"made the {goal.max_drafts} draft(s) asked for; waiting for seeds"
+        if self.backoff_until > time.monotonic():
+            return "error (retrying)"
+        # in flight first: a write that lands in between is counted twice (safe), never missed
+        in_flight = sum(not f.done() for f in self.pending) + sum(t.job.kind == "draft" for t in self.running.values())
+        unseeded = in_flight + self.content.unseeded_count()
+        if unseeded >= self.cfg.run.max_unseeded_drafts:
+            return f"{unseeded} drafts wait for a seed ([run] max_unseeded_drafts); mark some or raise it"
+        free = self.content.free_gb()
+        if free < self.cfg.run.min_free_gb:
+            return f"only {free:.1f} GB free on the content disk ([run] min_free_gb = {self.cfg.run.min_free_gb})"
+        return None
+
+    def _idle_reason(self) -> str:
+        if not any(w.state in ("idle", "busy") for w in self.workers):
+            return "no worker is running (see aiimg status)"
+        return self._draft_blocker() or "waiting"
+
+    # -- 3. preemption ------------------------------------------------------------------------
+
+    def _preempt(self) -> None:
+        """One draft stopped per variation that waits beyond the workers already freeing up."""
+        freeing = sum(w.stopping for w in self.workers if w.job is not None)
+        wanted = len(self.queue) - freeing
+        if wanted <= 0:
+            return
+        drafting = [w for w in self.workers if w.job is not None and w.job.kind == "draft" and not w.stopping]
+        drafting.sort(key=lambda w: w.progress())
+        for worker, ticket in zip(drafting[:wanted], list(self.queue)[freeing:]):
+            worker.stopping = True
+            worker.stop_job()
+            worker.prefetch(ticket.job)  # its draft is encoded while the stopped draft finishes its step
+            trace("preempt", worker=worker.name)
+
+    # -- 4. what workers hand back ------------------------------------------------------------
+
+    def _on_ready(self, event: Ready) -> None:
+        event.worker.state = "idle"
+        self.restart_at.pop(id(event.worker), None)
+        if self.info is not None:  # not the first: the loop is running, tell `aiimg status`
+            self._status(f"worker {event.worker.name} ready")
+        if self.info is None:
+            self.info = event.info
+        elif event.info.hash != self.info.hash:
+            log.warning(
+                "worker %s loaded model %s [%s], not [%s] as the others: its images may differ",
+                event.worker.name,
+                event.info.name,
+                event.info.hash,
+                self.info.hash,
+            )
+
+    def _on_result(self, worker: Worker, result) -> None:
+        ticket = self.running.get(result.job_id)
+        if ticket is None or ticket.worker is not worker:
+            log.info("a late result from worker %s dropped: its job was given to another worker", worker.name)
+            return
+        del self.running[result.job_id]
+        worker.release()
+        self.scan_due = True
+        if ticket.serving is not None:
+            ticket.serving.running -= 1
+        if result.stopped:
+            self._on_stopped(ticket)
+        elif result.error:
+            self._on_failure(worker, ticket, result)
+        elif ticket.serving is None:
+            worker.done += 1
+            self._drafted(result.recipe, result.image)
+        else:
+            worker.done += 1
+            self._varied(ticket, result)
+        if ticket.serving is not None:
+            self._end_if_idle(ticket.serving)
+
+    def _on_stopped(self, ticket: Ticket) -> None:
+        if ticket.serving is None:
+            self.drafts_begun -= 1
+            if not self.stopping:  # stopped for a seed, not by Ctrl-C
+                self.made["preempted"] += 1
+                trace("draft_preempted", id=ticket.job.recipe.id)
+        elif not self.stopping:  # a variation stops only at shutdown; otherwise it waits again
+            self._enqueue(Ticket(Job(next(self.ids), ticket.job.recipe, ticket.job.source), ticket.serving), True)
+
+    def _on_failure(self, worker: Worker, ticket: Ticket, result) -> None:
+        worker.last_error = result.error
+        if result.details:
+            logs.traceback_to_file(f"{ticket.job.describe()} failed on worker {worker.name}", result.details)
+        if ticket.serving is None:
+            self.drafts_begun -= 1
+            self._back_off(f"draft not made: {result.error}")
+        elif not ticket.serving.ended:
+            self._answer(ticket.serving.seed, result.error)
+
+    def _on_death(self, worker: Worker, why: str, at_start: bool) -> None:
+        job = worker.release()
+        worker.state, worker.last_error = "dead", why.strip().splitlines()[0] if why.strip() else why
+        worker.deaths += 1
+        log.error("worker %s %s: %s", worker.name, "could not start" if at_start else "died", worker.last_error)
+        ticket = self.running.pop(job.id, None) if job else None
+        if ticket is not None and ticket.serving is not None:  # its variation waits again, first in line
+            ticket.serving.running -= 1
+            self._enqueue(Ticket(Job(next(self.ids), job.recipe, job.source), ticket.serving), first=True)
+        elif ticket is not None:
+            self.drafts_begun -= 1  # a draft is dropped: the next one is planned afresh
+        first, cap = RESTART_AFTER_S
+        self.restart_at[id(worker)] = time.monotonic() + min(cap, first * 2 ** (worker.deaths - 1))
+        self._status(f"worker {worker.name} died; starting it again")
+
+    def _restart_dead(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers:
+            if worker.state == "dead" and self.restart_at.get(id(worker), now + 1) <= now:
+                del self.restart_at[id(worker)]
+                worker.state = "starting"
+                log.info("starting worker %s again", worker.name)
+                worker.start(self.events)
+
+    def _drafted(self, recipe: DraftRecipe, image) -> None:
         self.made["drafts"] += 1
+        self.pending.append(self.writer.submit(self._save_draft, recipe, image))
         log.info(
             "draft  %s  %dx%d  %d steps  %.1f s", recipe.id, recipe.width, recipe.height, recipe.steps, recipe.seconds
         )
-        return recipe
 
     def _save_draft(self, recipe: DraftRecipe, image) -> None:
         drafts.save(self.content, recipe, image)
@@ -200,169 +553,34 @@ class Studio:
         except Exception:  # scoring is a nicety: it must never stop the studio
             log.exception("scoring %s failed; the draft is kept unscored", draft_id)
 
-    def _stop_now(self) -> bool:
-        if self.stopping:
-            raise KeyboardInterrupt
-        return False
-
-    def _should_preempt(self) -> bool:
-        """After each denoising step: stop for Ctrl-C, or for a seed that now waits."""
-        self._stop_now()
-        due = time.monotonic() - self.last_scan > self.cfg.run.rescan_seconds
-        if not (self.marker_event.is_set() or due):
-            return False
-        self.marker_event.clear()
-        self.last_scan = time.monotonic()
-        waiting = bool(rounds.waiting(self.content)[0])
-        if waiting:
-            trace("preempt")
-        return waiting
-
-    # -- seeds --------------------------------------------------------------------------------
-
-    def serve(self, seed: Seed) -> Served:
-        """Make the variations one seed asks for; errors go beside its marker."""
-        trace("serve", marker=str(seed.marker.path))
+    def _varied(self, ticket: Ticket, result) -> None:
+        """Write a variation, then record it: work.json never names a file that is not whole."""
+        serving, recipe = ticket.serving, result.recipe
         try:
-            return Served(self._serve(seed))
-        except MarkerError as exc:
-            return self._marker_error(seed, str(exc))
-        except AiimgError as exc:  # e.g. disk full: not the marker's fault; try again later
-            self.made["errors"] += 1
-            log.error("%s", exc)
-            return Served(retry=True)
-        except (KeyboardInterrupt, MemoryError):
-            raise
-        except Exception as exc:  # a daemon keeps going: the traceback to the log, the gist beside the marker
-            log.exception("serving %s failed", seed.marker.path)
-            return self._marker_error(seed, f"{type(exc).__name__}: {exc}")
-
-    def _marker_error(self, seed: Seed, message: str) -> Served:
-        """Done once the error is beside the marker; retry (back off) when even that cannot be written."""
-        self.made["errors"] += 1
-        log.warning("seed error: %s", message)
-        try:
-            markers.write_error(seed.marker, message)
-        except Exception as exc:
-            log.error("cannot write %s: %s", markers.error_path(seed.marker.folder), exc)
-            return Served(retry=True)
-        return Served()
-
-    def _serve(self, seed: Seed) -> int:
-        # 1. the marker as it is now (the seed list may be stale); removing it before the round
-        #    starts cancels the round, and a round done meanwhile is not done twice
-        marker = markers.current(seed.marker.folder)
-        if not seed.resume and not marker:
-            log.info("seed   %s  cancelled (seed.txt removed)", seed.draft.id)
-            return 0
-        seed = rounds.seed_for(self.content, marker) if marker else seed
-        if seed is None:
-            return 0
-        # 2. the round: resumed as recorded, or planned from seed.txt (MarkerError if bad)
-        plan = rounds.plan(self.cfg, self.content, seed)
-        draft, source = variations.load_draft(self.content, seed.draft)
-        rounds.begin(self.content, plan)
-        # 3. the draft's latents, once for the whole round (prefetched when the loop saw the marker)
-        size = variations.first_stage_size(source, self.cfg.variation.areas)
-        latents = self.prefetch.take(seed.draft.id, size)
-        if latents is None:
-            latents = variations.encode(self.model, source, size)
-        # 4. one variation at a time, each recorded once its PNG is whole
-        made = 0
-        for index in plan.todo():
-            if not rounds.still_marked(seed.marker.folder):
-                rounds.cancel(self.content, plan)
-                log.info("seed   %s  cancelled after %d (seed.txt removed)", seed.draft.id, plan.made())
-                break
-            recipe = variations.recipe(self.cfg, draft, plan.round, plan.number, index, self.model)
-            self._status(f"variation {seed.draft.id} #{index}")
-            self.first_step_due = made == 0
-            image = variations.make(
-                self.model,
-                source,
-                recipe,
-                on_step=self._on_variation_step,
-                latents=latents,
-                dirs=self.dirs,
-                upscaler=variations.ladder_upscaler(self.cfg),  # loaded by variations.recipe: cached
-            )
-            variations.save(self.content, image, recipe)
-            finishing.finish(self.cfg, self.content, image, recipe, self.model.device)  # [finish]: a copy
-            rounds.record(self.content, plan, recipe)
-            made += 1
-            self.made["variations"] += 1
-            log.info(
-                "vary   %s  #%d  %dx%d  %.1f s  [%d/%d]",
-                seed.draft.id,
-                index,
-                recipe.width,
-                recipe.height,
-                recipe.seconds,
-                plan.made(),
-                plan.round.count,
-            )
-        # 5. done (or cancelled, recorded above): clear an error the creator has fixed
-        markers.clear_error(seed.marker.folder)
-        return made
-
-    def _on_variation_step(self, step: int) -> None:
-        self._stop_now()
-
-    def _trace_first_step(self, module, args) -> None:
-        # a forward pre-hook on the UNet: fires as a denoising step *starts*
-        if self.first_step_due:
-            self.first_step_due = False
-            trace("variation_first_step")
-
-    # -- the loop -----------------------------------------------------------------------------
-
-    def run(self, max_drafts: int | None = None, once: bool = False) -> None:
-        made = 0
-        while not self.stopping:
-            waiting, _ = rounds.waiting(self.content)
-            self.last_scan = time.monotonic()
-            self.marker_event.clear()
-            if waiting:
-                self.drain()  # a seed's draft.json may still be in the writer's queue
-                if self.serve(waiting[0]).retry:
-                    self._idle("error (retrying)", self.cfg.run.rescan_seconds)
-                continue
-            blocked = self._draft_blocker(made, max_drafts)
-            if blocked is None:
-                try:
-                    made += self.make_draft(preemptible=True) is not None
-                except AiimgError as exc:  # e.g. a LoRA file removed while the loop runs
-                    self.made["errors"] += 1
-                    log.error("draft not made: %s", exc)
-                    self._idle("error (retrying)", self.cfg.run.rescan_seconds)
-                continue
-            if once:
-                break
-            self._idle(blocked, self.cfg.run.rescan_seconds)
-
-    def _draft_blocker(self, made: int, max_drafts: int | None) -> str | None:
-        """Why no draft should be made now, or None."""
-        if max_drafts is not None and made >= max_drafts:
-            return f"made the {max_drafts} draft(s) asked for; waiting for seeds"
-        # pending first: a write that lands in between is counted twice (safe), never missed
-        in_flight = sum(not f.done() for f in self.pending)
-        unseeded = in_flight + self.content.unseeded_count()
-        if unseeded >= self.cfg.run.max_unseeded_drafts:
-            return f"{unseeded} drafts wait for a seed ([run] max_unseeded_drafts); mark some or raise it"
-        free = self.content.free_gb()
-        if free < self.cfg.run.min_free_gb:
-            return f"only {free:.1f} GB free on the content disk ([run] min_free_gb = {self.cfg.run.min_free_gb})"
-        return None
-
-    def _idle(self, why: str, seconds: float) -> None:
-        self._status(f"idle: {why}")
-        self.drain()
-        if self.wake.wait(timeout=seconds):
-            self.wake.clear()
+            variations.save(self.content, result.image, recipe)
+            if result.finished is not None:  # [finish]: the copy beside the raw
+                finishing.save_finished(self.content, recipe, result.finished)
+            rounds.record(self.content, serving.plan, recipe)
+        except AiimgError as exc:  # e.g. disk full: nothing recorded; the variation waits again
+            self._enqueue(Ticket(Job(next(self.ids), recipe, ticket.job.source), serving), first=True)
+            self._back_off(str(exc))
+            return
+        self.made["variations"] += 1
+        log.info(
+            "vary   %s  #%d  %dx%d  %.1f s  [%d/%d]",
+            serving.seed.draft.id,
+            recipe.index,
+            recipe.width,
+            recipe.height,
+            recipe.seconds,
+            serving.plan.made(),
+            serving.plan.round.count,
+        )
 
     def _status(self, doing: str) -> None:
+        status = {"doing": doing, **self.made, "workers": [w.status() for w in self.workers]}
         try:
-            self.content.write_status({"doing": doing, **self.made})
+            self.content.write_status(status)
         except AiimgError:
             pass  # status is informational; a full disk is reported where it matters
 
@@ -372,23 +590,15 @@ class Studio:
         if self.stopping:  # a second Ctrl-C: leave now
             raise KeyboardInterrupt
         self.stopping = True
-        self.wake.set()
+        self.events.put(Stop())
         log.info("stopping after the current step (Ctrl-C again to force)")
 
     def on_change(self, paths: list) -> None:
         """The watcher's signal (it does no work): a marker changed, or anything did."""
-        if any(markers.is_marker_name(p.name) for p in paths):
+        marker = any(markers.is_marker_name(p.name) for p in paths)
+        if marker:
             trace("marker_event", path=str(paths[0]))
-            self.marker_event.set()
-            self.prefetch.signal()
-        self.wake.set()
-
-
-def trace(event: str, **fields) -> None:
-    path = os.environ.get("AIIMG_TRACE")
-    if path:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"t": time.time(), "event": event, **fields}) + "\n")
+        self.events.put(Changed(marker))
 
 
 # -- commands (cli.py calls these) ------------------------------------------------------------
@@ -426,19 +636,18 @@ def draft_command(cfg, count: int) -> None:
         studio.start()
         started = time.perf_counter()
         try:
-            for _i in range(count):
-                studio.make_draft(preemptible=False)
+            studio.run(max_drafts=count, once=True, only=set())  # drafts only: no seed is served
         finally:
             studio.close()
         seconds = time.perf_counter() - started
         log.info("%s in %.1f s (%.2f s per draft)", _totals(studio.made), seconds, seconds / max(count, 1))
         if studio.made["errors"]:
-            raise AiimgError(f"{studio.made['errors']} draft(s) could not be saved (see above)")
+            raise AiimgError(f"{studio.made['errors']} draft(s) could not be made or saved (see above)")
 
 
 def draft_from_command(cfg, source, seed: int | None = None, prompt: str = "", negative: str = "") -> str:
     """`aiimg draft --from FILE`: remake an image from what it says it was made with; the new draft's folder."""
-    from pipeline import reproduce
+    from pipeline import models, reproduce
 
     # 1. what the image was made with, and this machine's files for it (an error names what lacks)
     imported = reproduce.recipe_from(source)
@@ -449,15 +658,11 @@ def draft_from_command(cfg, source, seed: int | None = None, prompt: str = "", n
     content = Content(cfg.content_dir)
     content.ensure()
     with content.lock("draft --from"):
-        studio = Studio(cfg, content)
-        studio.start(drafting=False)
-        try:
-            # 2. the recipe (its LoRAs, sampler... found before a pixel is made), 3. the draft
-            recipe = drafts.plan_from(cfg, studio.model, imported, resolved, seed, prompt, negative)
-            image = drafts.make(studio.model, recipe, studio._stop_now, studio.dirs)
-            drafts.save(content, recipe, image)
-        finally:
-            studio.close()
+        model = models.load(cfg.model)
+        # 2. the recipe (its LoRAs, sampler... found before a pixel is made), 3. the draft
+        recipe = drafts.plan_from(cfg, model, imported, resolved, seed, prompt, negative)
+        image = drafts.make(model, recipe, None, dirs)
+        drafts.save(content, recipe, image)
     folder = content.draft(recipe.id).folder
     log.info(
         "draft  %s  %dx%d  seed %d  from %s  ->  %s",
@@ -484,8 +689,7 @@ def vary_command(cfg, draft_ids: list[str]) -> None:
             studio = Studio(cfg, content)
             studio.start(drafting=False)
             try:
-                for seed in chosen:
-                    studio.serve(seed)
+                studio.run(once=True, drafting=False, only={s.draft.id for s in chosen})
             finally:
                 studio.close()
             log.info("%s; skipped %d seed(s) done already", _totals(studio.made), skipped)
@@ -533,10 +737,21 @@ def status_report(cfg) -> str:
         f"works:          {len(works)} ({variations_count} variations)",
         f"loop:           {_loop_line(state)}",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + _worker_lines(state))
 
 
 def _loop_line(state: dict | None) -> str:
     if not state:
         return "not running"
     return f"pid {state['pid']}: {state.get('doing', '?')} (since {state.get('updated', '?')})"
+
+
+def _worker_lines(state: dict | None) -> list[str]:
+    """One line per worker of the running loop: device, what it does, images made, last error."""
+    found = (state or {}).get("workers") or []
+    lines = [f"workers:        {len(found)}"] if found else []
+    for w in found:
+        doing = w["job"] or w["state"]
+        error = f"; last error: {w['last_error']}" if w.get("last_error") else ""
+        lines.append(f"  {w['name']:<14} {w['device']:<8} {doing}; {w['done']} image(s) made{error}")
+    return lines

@@ -246,17 +246,15 @@ def test_the_studio_finishes_each_variation_of_a_seed_into_a_copy(tmp_path, tiny
     from pipeline.studio import Studio
 
     cfg = config.load(write_tree(tmp_path, FAST_TOML + "\n[finish]\nenabled = true\nsharpen = 80\n"))
-    studio = Studio(cfg, Content(cfg.content_dir).ensure())
-    studio.model = tiny
+    studio = Studio(cfg, Content(cfg.content_dir).ensure(), model=tiny)
     try:
-        assert studio.make_draft(preemptible=False)
+        studio.start()
+        studio.run(max_drafts=1, once=True, only=set())
         studio.drain()
         (draft,) = studio.content.drafts()
         (draft.folder / "seed.txt").write_text("count = 1")
-        from pipeline import rounds
-
-        (seed,), _ = rounds.waiting(studio.content)
-        assert studio.serve(seed).made == 1
+        studio.run(once=True, drafting=False)
+        assert studio.made["variations"] == 1
     finally:
         studio.close()
     (v,) = studio.content.read_work(draft.id).variations

@@ -134,12 +134,17 @@ def test_kill_9_at_random_moments_loses_nothing_and_every_seed_gets_one_set(tmp_
     assert marked, "the test marked no seed; change AIIMG_KILL_SEED"
     final = aiimg(config, "vary")
     assert final.returncode == 0, final.stdout + final.stderr
-    for draft_id, count in marked.items():
+    assert_one_set_each(content, marked)
+    assert_everything_readable(content)
+
+
+def assert_one_set_each(content: Content, counts: dict[str, int]) -> None:
+    """Every seed got one round of exactly ``counts[draft id]`` variations: none missing, none twice."""
+    for draft_id, count in counts.items():
         work = content.read_work(draft_id)
         assert len(work.rounds) == 1 and [v.index for v in work.variations] == list(range(1, count + 1))
         made = sorted(p.name for p in content.work_folder(draft_id).glob("*.png"))
         assert made == sorted([*(f"{i}.png" for i in range(1, count + 1)), "draft.png"])
-    assert_everything_readable(content)
 
 
 def assert_everything_readable(content: Content) -> None:

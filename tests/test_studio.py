@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import drafts, files, logs, markers, metadata, rounds, variations
+from pipeline import drafts, files, logs, markers, metadata, variations
 from pipeline.content import Content
 from pipeline.recipes import DraftRecipe
-from pipeline.studio import Served, Studio
+from pipeline.studio import Studio
 
 RECIPE_KEYS = {
     "id",
@@ -37,15 +37,15 @@ RECIPE_KEYS = {
 @pytest.fixture
 def studio(cfg, tiny):
     content = Content(cfg.content_dir).ensure()
-    s = Studio(cfg, content)
-    s.model = tiny
+    s = Studio(cfg, content, model=tiny)  # one in-process worker with the session's tiny model
+    s.start()
     yield s
     s.close()
 
 
 def one_draft(studio) -> str:
     before = {d.id for d in studio.content.drafts()}
-    assert studio.make_draft(preemptible=False)
+    studio.run(max_drafts=1, once=True, only=set())  # a draft, no seed served
     studio.drain()
     (new,) = [d.id for d in studio.content.drafts() if d.id not in before]
     return new
@@ -57,13 +57,11 @@ def mark(studio, draft_id, text=""):
     return path
 
 
-def serve_all(studio) -> int:
-    made = 0
-    while True:
-        waiting, _ = rounds.waiting(studio.content)
-        if not waiting:
-            return made
-        made += studio.serve(waiting[0]).made
+def serve_all(studio, only=None) -> int:
+    """Serve every seed that waits (or those of the drafts ``only`` names); the variations made."""
+    before = studio.made["variations"]
+    studio.run(once=True, drafting=False, only=only)
+    return studio.made["variations"] - before
 
 
 def test_draft_has_png_recipe_and_parameters_chunk(studio, cfg):
@@ -71,7 +69,7 @@ def test_draft_has_png_recipe_and_parameters_chunk(studio, cfg):
     folder = studio.content.draft_folder(draft_id)
     recipe = studio.content.read_draft(draft_id)
     assert RECIPE_KEYS <= set(json.loads((folder / "draft.json").read_text())) and recipe.id == draft_id
-    assert recipe.model == {"name": "tiny", "hash": studio.model.hash}
+    assert recipe.model == {"name": "tiny", "hash": studio.info.hash}
     with Image.open(folder / "draft.png") as img:
         assert img.size == (recipe.width, recipe.height)
         params = metadata.parse_parameters(img.text["parameters"])
@@ -80,11 +78,11 @@ def test_draft_has_png_recipe_and_parameters_chunk(studio, cfg):
     assert recipe.width % 64 == 0 and abs(recipe.width * recipe.height - cfg.draft.area) <= 0.03 * cfg.draft.area
 
 
-def test_draft_regenerates_from_its_recipe_alone(studio):
+def test_draft_regenerates_from_its_recipe_alone(studio, tiny):
     draft_id = one_draft(studio)
     folder = studio.content.draft_folder(draft_id)
     recipe = DraftRecipe.from_json(json.loads((folder / "draft.json").read_text()), "draft.json")
-    again = drafts.make(studio.model, recipe)
+    again = drafts.make(tiny, recipe)
     with Image.open(folder / "draft.png") as img:
         assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(again))
 
@@ -132,13 +130,37 @@ def test_overrides_then_an_edit_adds_a_round_without_overwriting(studio):
     assert (studio.content.work_folder(draft_id) / "1.png").read_bytes() == first
 
 
-def test_removing_the_marker_before_the_round_starts_cancels_it(studio):
+def test_removing_the_marker_before_the_round_starts_cancels_it(studio, monkeypatch):
+    first, second = one_draft(studio), one_draft(studio)
+    mark(studio, first, "count = 2")
+    time.sleep(0.01)
+    later = mark(studio, second)  # waits behind the first seed's variations
+    real = variations.make
+
+    def make(*args, **kwargs):  # the creator changes their mind while the first seed is served
+        later.unlink(missing_ok=True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(variations, "make", make)
+    assert serve_all(studio) == 2
+    assert not studio.content.work_folder(second).exists()  # nothing written: its round never started
+    assert len(studio.content.read_work(first).variations) == 2
+
+
+def test_removing_the_marker_mid_round_keeps_what_was_made_and_cancels_the_rest(studio, monkeypatch):
     draft_id = one_draft(studio)
-    marker = mark(studio, draft_id)
-    (seed,), _ = rounds.waiting(studio.content)
-    marker.unlink()
-    assert studio.serve(seed) == Served(0)
-    assert not list(studio.content.work_folder(draft_id).glob("*.png"))
+    marker = mark(studio, draft_id, "count = 3")
+    real = variations.make
+
+    def make(*args, **kwargs):
+        image = real(*args, **kwargs)
+        marker.unlink(missing_ok=True)  # during the first variation
+        return image
+
+    monkeypatch.setattr(variations, "make", make)
+    assert serve_all(studio) == 1
+    work = studio.content.read_work(draft_id)
+    assert [v.file for v in work.variations] == ["1.png"] and work.rounds[0].cancelled
 
 
 @pytest.mark.parametrize(
@@ -193,61 +215,68 @@ def test_fixing_the_marker_clears_the_error(studio):
     assert not (marker.parent / "seed.error.txt").exists()
 
 
-def test_disk_full_loses_nothing_and_the_seed_still_waits(studio, monkeypatch):
+def test_disk_full_loses_nothing_and_the_variation_is_made_again_after_a_pause(studio, monkeypatch):
     draft_id = one_draft(studio)
     mark(studio, draft_id, "count = 2")
     real = files.os.replace
-    calls = {"n": 0}
+    failed = []
 
-    def flaky(src, dst):
-        calls["n"] += 1
-        if str(dst).endswith("2.png"):
+    def full_once(src, dst):
+        if str(dst).endswith("2.png") and not failed:
+            failed.append(time.monotonic())
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(src, dst)
 
-    monkeypatch.setattr(files.os, "replace", flaky)
-    (seed,), _ = rounds.waiting(studio.content)
-    assert studio.serve(seed).retry
-    work = studio.content.read_work(draft_id)
-    assert [v.file for v in work.variations] == ["1.png"]
-    assert not list(studio.content.work_folder(draft_id).glob(".*tmp"))
-    monkeypatch.setattr(files.os, "replace", real)
-    # space is back: the same round resumes and finishes, 2.png made once
-    assert serve_all(studio) == 1
+    monkeypatch.setattr(files.os, "replace", full_once)
+    assert serve_all(studio) == 2
+    assert failed and studio.made["errors"] == 1
     assert [v.file for v in studio.content.read_work(draft_id).variations] == ["1.png", "2.png"]
+    assert not list(studio.content.work_folder(draft_id).glob(".*tmp"))
 
 
-def test_a_resumed_round_makes_the_same_pixels_it_would_have(studio):
+def test_a_resumed_round_makes_the_same_pixels_it_would_have(studio, tiny):
     draft_id = one_draft(studio)
     mark(studio, draft_id, "count = 2")
     serve_all(studio)
     work = studio.content.read_work(draft_id)
     v = work.variations[1]
     with Image.open(studio.content.draft(draft_id).image) as img:
-        again = variations.make(studio.model, img.convert("RGB"), dataclasses.replace(v))
+        again = variations.make(tiny, img.convert("RGB"), dataclasses.replace(v))
     with Image.open(studio.content.work_folder(draft_id) / "2.png") as img:
         assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(again))
 
 
-def test_a_waiting_seed_preempts_a_draft_within_one_step(studio, cfg):
+def test_a_seed_marked_during_a_draft_preempts_it_within_one_step(studio, tiny):
     target = one_draft(studio)
-    steps = []
-    real = studio._should_preempt
+    calls = []
 
-    def counting():
-        steps.append(1)
-        if len(steps) == 1:  # a creator drops seed.txt during the first step
-            mark(studio, target)
-            studio.marker_event.set()
-        return real()
+    def on_unet(module, args):  # as a denoising step starts
+        calls.append(_job_kind(studio))
+        if len(calls) == 1:  # the creator drops seed.txt during the draft's first step
+            studio.on_change([mark(studio, target, "count = 1")])
+            _wait_until(lambda: studio.workers[0].stopping)  # the owner has asked the draft to stop
 
-    studio._should_preempt = counting
-    before = len(studio.content.drafts())
-    assert studio.make_draft(preemptible=True) is None
+    hook = tiny.txt2img.unet.register_forward_pre_hook(on_unet)
+    try:
+        studio.run(max_drafts=1, once=True)
+    finally:
+        hook.remove()
     studio.drain()
-    assert len(steps) == 1 and studio.made["preempted"] == 1
-    assert len(studio.content.drafts()) == before
+    assert studio.made["preempted"] == 1 and studio.made["variations"] == 1 and studio.made["drafts"] == 2
+    assert calls[:2] == ["draft", "variation"]  # one step of the draft, then straight to the seed
+    assert len(studio.content.drafts()) == 2  # the target and the draft made after; the stopped one left nothing
     assert not [p for p in studio.content.drafts_dir.rglob("*") if p.name.startswith(".")]
+
+
+def _job_kind(studio) -> str:
+    return studio.workers[0].job.kind  # set before the job is handed over
+
+
+def _wait_until(predicate, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def test_disk_full_while_saving_a_draft_is_reported_and_leaves_nothing(studio, monkeypatch):
@@ -255,25 +284,10 @@ def test_disk_full_while_saving_a_draft_is_reported_and_leaves_nothing(studio, m
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(files.os, "replace", full)
-    assert studio.make_draft(preemptible=False)  # the image was made; its write failed
+    studio.run(max_drafts=1, once=True, only=set())  # the image was made; its write failed
     studio.drain()
-    assert studio.made["errors"] == 1 and studio.content.drafts() == []
+    assert studio.made["drafts"] == 1 and studio.made["errors"] == 1 and studio.content.drafts() == []
     assert not [p for p in studio.content.root.rglob("*") if p.name.endswith(".tmp")]
-
-
-def test_prefetched_latents_give_the_same_pixels_as_encoding_in_the_round(studio):
-    draft_id = one_draft(studio)
-    mark(studio, draft_id, "count = 1")
-    studio.prefetch.signal()  # what the watcher does on a marker event
-    studio.prefetch.pool.submit(lambda: None).result()
-    assert len(studio.prefetch.ready) == 1
-    assert serve_all(studio) == 1
-    assert studio.prefetch.ready == {}  # taken by the round
-    v = studio.content.read_work(draft_id).variations[0]
-    with Image.open(studio.content.draft(draft_id).image) as img:
-        plain = variations.make(studio.model, img.convert("RGB"), dataclasses.replace(v))
-    with Image.open(studio.content.work_folder(draft_id) / "1.png") as img:
-        assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(plain))
 
 
 def test_a_copy_of_a_marked_draft_folder_gets_an_error_not_endless_rounds(studio):
@@ -330,24 +344,28 @@ def test_an_unexpected_failure_is_reported_and_the_loop_goes_on(studio, monkeypa
     assert "Traceback (most recent call last)" in text and "in explode" in text and "something nobody" in text
 
 
-def test_when_even_the_error_file_cannot_be_written_the_loop_backs_off(studio, monkeypatch):
+def test_when_even_the_error_file_cannot_be_written_the_loop_backs_off(studio, monkeypatch, cfg):
     draft_id = one_draft(studio)
     mark(studio, draft_id, "count = oops")
+    real, tries = markers.write_error, []
 
-    def read_only(marker, message):
-        raise OSError(30, "Read-only file system")
+    def read_only_once(marker, message):
+        tries.append(time.monotonic())
+        if len(tries) == 1:
+            raise OSError(30, "Read-only file system")
+        return real(marker, message)
 
-    monkeypatch.setattr(markers, "write_error", read_only)
-    (seed,), _ = rounds.waiting(studio.content)
-    assert studio.serve(seed).retry
+    monkeypatch.setattr(markers, "write_error", read_only_once)
+    serve_all(studio)
+    assert len(tries) == 2 and tries[1] - tries[0] >= cfg.run.rescan_seconds * 0.9  # backed off, then answered
+    assert "not valid TOML" in markers.error_path(studio.content.draft_folder(draft_id)).read_text()
 
 
-def test_a_stale_seed_served_twice_makes_one_round(studio):
+def test_a_seed_named_twice_makes_one_round(studio):
     draft_id = one_draft(studio)
     mark(studio, draft_id, "count = 1")
-    (seed,), _ = rounds.waiting(studio.content)
-    assert studio.serve(seed) == Served(1)
-    assert studio.serve(seed) == Served(0)  # e.g. `aiimg vary ID ID`, or the same marker seen twice
+    assert serve_all(studio, only=[draft_id, draft_id]) == 1
+    assert serve_all(studio, only=[draft_id]) == 0  # e.g. `aiimg vary ID` again: done already
     assert len(studio.content.read_work(draft_id).rounds) == 1
 
 

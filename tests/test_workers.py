@@ -1,0 +1,241 @@
+"""Workers: the runner beside each model, and two local worker processes on the real tiny model
+(one torch thread each): sharing a seed's variations, being killed at random moments, preempting."""
+
+import os
+import random
+import signal
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+from PIL import Image
+
+from pipeline import config, variations
+from pipeline.content import Content
+from pipeline.studio import Studio
+from pipeline.workers import Died, Job
+from pipeline.workers.jobs import Runner
+from tests.conftest import FAST_TOML, aiimg, start, wait_for, write_tree
+from tests.test_loop import assert_everything_readable, assert_one_set_each, events, stop
+
+TWO = FAST_TOML.replace("[run]\n", '[run]\ndevices = ["cpu", "cpu"]\n')
+# drafts that take a few seconds on one core: a seed dropped meanwhile finds every worker drafting
+SLOW = TWO.replace("area = 65536\nsteps = 2", "area = 640000\nsteps = 12")
+
+
+def pixels(path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def drafts_made(tmp_path, count: int) -> list[str]:
+    """Drafts made by the in-process path (the quick way) into tmp_path/content, for the workers to seed."""
+    result = aiimg(write_tree(tmp_path), "draft", "-n", str(count))
+    assert result.returncode == 0, result.stderr
+    return [d.id for d in Content(tmp_path / "content").drafts()]
+
+
+def two_workers(tmp_path, toml: str = TWO):
+    """A config beside aiimg.toml, same content folder, with two worker processes."""
+    write_tree(tmp_path)
+    path = tmp_path / "two.toml"
+    path.write_text(toml)
+    return path
+
+
+def worker_pids(content: Content) -> list[int]:
+    status = content.read_status() or {}
+    return [w["pid"] for w in status.get("workers", []) if w["state"] in ("idle", "busy") and w["pid"]]
+
+
+# -- the runner ---------------------------------------------------------------------------------
+
+
+def test_prefetched_latents_give_the_same_pixels_as_encoding_in_the_job(tiny, cfg, tmp_path):
+    source = Image.fromarray(np.random.default_rng(1).integers(0, 255, (256, 320, 3), dtype=np.uint8))
+    draft = variations.DraftRecipe(id="20261204-120000-aaaaa", prompt="a fox", width=320, height=256, seed=7)
+    from pipeline.recipes import Round
+
+    recipe = variations.recipe(cfg, draft, Round("m", 2), 1, 1, tiny)
+    runner = Runner(cfg, tiny)
+    try:
+        runner.prefetch(Job(1, recipe, source)).result()  # what a worker does while its draft stops
+        ahead = runner.run(Job(1, recipe, source), lambda: False)
+        runner.latents = None
+        plain = runner.run(Job(2, variations.recipe(cfg, draft, Round("m", 2), 1, 1, tiny), source), lambda: False)
+    finally:
+        runner.close()
+    assert ahead.error == "" and np.array_equal(np.asarray(ahead.image), np.asarray(plain.image))
+
+
+def test_a_job_asked_to_stop_stops_after_one_step_and_makes_nothing(tiny, cfg):
+    from pipeline import drafts
+
+    recipe = drafts.plan(cfg, Content(cfg.content_dir).ensure(), tiny)
+    runner, asked = Runner(cfg, tiny), []
+    try:
+        result = runner.run(Job(5, recipe), lambda: asked.append(1) or True)
+    finally:
+        runner.close()
+    assert result.stopped and result.image is None and len(asked) == 1
+
+
+# -- two local workers ------------------------------------------------------------------------
+
+
+def test_two_workers_share_a_seed_and_make_the_pixels_one_would(tmp_path, tiny):
+    (draft_id,) = drafts_made(tmp_path, 1)
+    cfg = config.load(two_workers(tmp_path))
+    content = Content(cfg.content_dir)
+    (content.draft_folder(draft_id) / "seed.txt").write_text("count = 4")
+    studio = Studio(cfg, content)
+    try:
+        studio.start()
+        studio.wait_for_workers()
+        assert [w.state for w in studio.workers] == ["idle", "idle"] and len({w.pid for w in studio.workers}) == 2
+        studio.run(max_drafts=2, once=True)
+    finally:
+        studio.close()
+    assert all(w.done >= 1 for w in studio.workers), [w.status() for w in studio.workers]
+    work = content.read_work(draft_id)
+    assert [v.index for v in work.variations] == [1, 2, 3, 4]
+    source = Image.open(content.draft(draft_id).image).convert("RGB")
+    for v in work.variations:  # whichever process made it: the pixels of the recipe
+        again = variations.make(tiny, source, v)
+        assert np.array_equal(pixels(content.variation_path(draft_id, v.file)), np.asarray(again))
+    assert len(content.drafts()) == 3 and not any(p.is_alive() for w in studio.workers for p in [w.process])
+
+
+def test_workers_killed_at_random_moments_lose_nothing_and_leave_no_orphan(tmp_path):
+    rng = random.Random(int(os.environ.get("AIIMG_KILL_SEED", "20261204")))
+    ids = drafts_made(tmp_path, 4)
+    content = Content(tmp_path / "content")
+    counts = {draft_id: rng.choice([1, 2, 3]) for draft_id in ids}
+    for draft_id, count in counts.items():
+        (content.draft_folder(draft_id) / "seed.txt").write_text(f"count = {count}\n")
+    proc = start(two_workers(tmp_path), "run", "--max-drafts", "6")
+    seen, kills = set(), 0
+    try:
+        while kills < 6:  # while models load, mid-draft, mid-variation, between jobs: wherever it lands
+            pids = wait_for(lambda: worker_pids(content), timeout=180, what="a worker", proc=proc)
+            seen.update(pids)
+            time.sleep(rng.uniform(0.2, 2.0))
+            victim = rng.choice(pids)
+            if psutil.pid_exists(victim):
+                os.kill(victim, signal.SIGKILL)
+                kills += 1
+        wait_for(
+            lambda: (
+                all(content.read_work(d).done(1) for d in ids if content.work_path(d).exists())
+                and all(content.work_path(d).exists() for d in ids)
+            ),
+            timeout=300,
+            what="every seed's variations",
+            proc=proc,
+        )
+        seen.update(worker_pids(content))
+    finally:
+        out = stop(proc)
+    assert proc.returncode == 0, out
+    assert "died" in out and "starting worker" in out
+    assert_one_set_each(content, counts)
+    assert_everything_readable(content)
+    assert len(seen) >= 3 and not [p for p in seen if psutil.pid_exists(p)]  # no worker outlives its owner
+
+
+def test_an_owner_killed_with_kill_9_takes_its_workers_with_it(tmp_path):
+    content = Content(tmp_path / "content")
+    proc = start(two_workers(tmp_path), "run", "--max-drafts", "100")
+    try:
+        pids = wait_for(lambda: len(worker_pids(content)) == 2 and worker_pids(content), timeout=180, proc=proc)
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_for(lambda: not [p for p in pids if psutil.pid_exists(p)], timeout=15, what="the workers to exit")
+
+
+def test_with_every_worker_drafting_a_seed_stops_one_draft_not_both(tmp_path):
+    (draft_id,) = drafts_made(tmp_path, 1)
+    content = Content(tmp_path / "content")
+    trace = tmp_path / "trace.jsonl"
+    proc = start(two_workers(tmp_path, SLOW), "run", env={"AIIMG_TRACE": str(trace)})
+    try:
+        wait_for(lambda: len([e for e in events(trace) if e["event"] == "draft_saved"]) >= 2, timeout=240, proc=proc)
+        busy = lambda: [w for w in content.read_status()["workers"] if w["job"].startswith("draft")]  # noqa: E731
+        wait_for(lambda: len(busy()) == 2, timeout=60, what="both workers drafting", proc=proc)
+        time.sleep(1.0)  # some steps in
+        (content.draft_folder(draft_id) / "seed.txt").write_text("count = 1")
+        wait_for(lambda: content.work_path(draft_id).exists() and content.read_work(draft_id).done(1), timeout=120)
+        wait_for(lambda: len([e for e in events(trace) if e["event"] == "draft_saved"]) >= 3, timeout=120)
+    finally:
+        out = stop(proc)
+    assert proc.returncode == 0, out
+    names = [e["event"] for e in events(trace)]
+    marked, first_step = names.index("marker_event"), names.index("variation_first_step")
+    if "draft_saved" in names[marked:first_step] and "draft_preempted" not in names:
+        return  # a draft happened to end as the seed came: its worker took the variation, none had to stop
+    assert names.count("draft_preempted") == 1  # one variation waited: one draft gave way, the other went on
+    assert marked < names.index("draft_preempted") < first_step
+    assert "1 draft(s) preempted by seeds" in out
+
+
+def test_a_result_from_a_worker_declared_dead_is_dropped_and_its_job_made_again(tmp_path, tiny):
+    cfg = config.load(write_tree(tmp_path))
+    content = Content(cfg.content_dir).ensure()
+    studio = Studio(cfg, content, model=tiny)
+    studio.start()
+    try:
+        studio.run(max_drafts=1, once=True, only=set())
+        studio.drain()
+        (draft,) = content.drafts()
+        (draft.folder / "seed.txt").write_text("count = 1")
+        worker = studio.workers[0]
+        real, declared = variations.make, threading.Event()
+
+        def make(*args, **kwargs):  # the owner gives up on the worker mid-job (a silent machine, say)
+            if not declared.is_set():
+                declared.set()
+                studio.events.put(Died(worker, "no answer"))
+                time.sleep(0.5)  # the owner requeues the job before this late result arrives
+            return real(*args, **kwargs)
+
+        variations.make = make
+        try:
+            studio.run(once=True, drafting=False)
+        finally:
+            variations.make = real
+    finally:
+        studio.close()
+    work = content.read_work(draft.id)
+    assert [v.index for v in work.variations] == [1] and studio.made["variations"] == 1
+    assert worker.deaths == 1 and worker.state == "idle"  # taken back once it answered again
+
+
+def test_status_names_each_worker_its_device_job_and_images(tmp_path):
+    content = Content(tmp_path / "content")
+    config_path = two_workers(tmp_path)
+    proc = start(config_path, "run", "--max-drafts", "2")
+    try:
+        wait_for(lambda: sum(w["done"] for w in (content.read_status() or {}).get("workers", [])) >= 2, proc=proc)
+        report = aiimg(config_path, "status").stdout
+    finally:
+        stop(proc)
+    assert "workers:        2" in report
+    lines = [line for line in report.splitlines() if line.startswith("  cpu#")]
+    assert len(lines) == 2 and all(" cpu " in line and "image(s) made" in line for line in lines), report
+
+
+@pytest.mark.parametrize("devices,expected", [(["auto"], [""]), (["cuda:0", "cuda:1"], ["cuda:0", "cuda:1"])])
+def test_devices_resolve_to_one_worker_each(devices, expected):
+    from pipeline import workers
+
+    assert workers.resolve_devices(devices) == expected  # no GPU here: auto is the one device of [model]
+
+
+def test_a_bad_model_fails_at_start_naming_it_from_every_worker(tmp_path):
+    config_path = two_workers(tmp_path, TWO.replace("[prompt]", '[model]\nid = "nowhere/such-model"\n[prompt]'))
+    result = aiimg(config_path, "run", "--once")
+    assert result.returncode == 1 and "nowhere/such-model" in result.stderr and "not in the local" in result.stderr
+    assert "no worker could start" not in result.stderr  # one reason, said once, not once per worker
