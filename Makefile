@@ -71,6 +71,7 @@ bench: install chromium
 	OMP_NUM_THREADS=1 $(BIN)/python bench/prompts.py
 	$(BIN)/python bench/steering.py
 	OMP_NUM_THREADS=1 $(BIN)/python bench/finishing.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/workers.py
 
 # refresh the golden pages on purpose, after a deliberate change to the templates
 golden: install

@@ -65,25 +65,12 @@ def studio_for(work: Path, name: str, steps: int):
     from pipeline.workers.local import LocalWorker
 
     cfg = config.load(tree(work / name.replace(" ", "-"), CONFIGS[name], steps))
-    studio = Studio(cfg, Content(cfg.content_dir).ensure())
-    if name == "local x1":  # one device is in-process by design: this is the subprocess path alone
-        studio.workers = [LocalWorker(cfg, "cpu")]
-        _start_given(studio)
-    else:
-        studio.start()
+    # one device is in-process by design: "local x1" is the subprocess path alone, chosen here
+    given = [LocalWorker(cfg, "cpu")] if name == "local x1" else None
+    studio = Studio(cfg, Content(cfg.content_dir).ensure(), given=given)
+    studio.start()
     studio.wait_for_workers()
     return studio
-
-
-def _start_given(studio) -> None:
-    """Studio.start() with workers chosen here (start() makes them from the config)."""
-    from pipeline import workers
-
-    for w in studio.workers:
-        w.start(studio.events)
-    ready, seen = workers.first_ready(studio.events, studio.workers)
-    for event in [ready, *seen]:
-        studio._handle(event)
 
 
 def turns(work: Path, names: list[str], rounds: int, drafts: int, steps: int) -> dict:

@@ -116,7 +116,10 @@ def vary(obj, draft_ids):
 @click.option("--once", is_flag=True, help="Exit 0 once no seed waits and the drafts are made.")
 @click.pass_obj
 def run(obj, max_drafts, once):
-    """The loop: seeds first (oldest marker first), drafts only when no seed waits."""
+    """The loop: seeds first (oldest marker first), drafts only when no seed waits.
+
+    One worker per device of [run] devices (every CUDA GPU by default), or per GPU of the Ray
+    cluster at [run] ray_address; see docs/workers.md."""
     from pipeline import studio
 
     studio.run_command(obj.config(), max_drafts=max_drafts, once=once)
@@ -125,7 +128,7 @@ def run(obj, max_drafts, once):
 @cli.command()
 @click.pass_obj
 def status(obj):
-    """Drafts, seeds waiting, seeds with errors, works, and what the loop is doing."""
+    """Drafts, seeds waiting, seeds with errors, works, what the loop and each worker are doing."""
     from pipeline import studio
 
     click.echo(studio.status_report(obj.config()))

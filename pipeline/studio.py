@@ -94,10 +94,10 @@ class Goal:
 
 
 class Studio:
-    def __init__(self, cfg, content: Content, model=None):
+    def __init__(self, cfg, content: Content, model=None, given: list[Worker] | None = None):
         self.cfg, self.content = cfg, content
         self.model = model  # an already loaded model for a single in-process worker (tests)
-        self.workers: list[Worker] = []
+        self.workers: list[Worker] = given or []  # else made from the config at start()
         self.events: queue.Queue = queue.Queue()
         self.info = None  # models.ModelInfo: what recipes are planned against
         self.queue: deque[Ticket] = deque()  # variations waiting for a worker, oldest seed first
@@ -130,7 +130,7 @@ class Studio:
             prompts.check(self.cfg.prompt.template, self.content.prompts_dir)
         self._status("loading model")
         started = time.perf_counter()
-        self.workers = workers.create(self.cfg, self.model)
+        self.workers = self.workers or workers.create(self.cfg, self.model)
         for worker in self.workers:
             worker.start(self.events)
         ready, seen = workers.first_ready(self.events, self.workers)
@@ -177,6 +177,7 @@ class Studio:
     def close(self) -> None:
         """Stop every job after its step (what finishes meanwhile is still written), let go of the
         devices, wait for the background writes."""
+        self.stopping = True
         for worker in self.workers:
             if worker.job is not None:
                 worker.stop_job()

@@ -22,7 +22,7 @@ from tests.test_loop import assert_everything_readable, assert_one_set_each, eve
 
 TWO = FAST_TOML.replace("[run]\n", '[run]\ndevices = ["cpu", "cpu"]\n')
 # drafts that take a few seconds on one core: a seed dropped meanwhile finds every worker drafting
-SLOW = TWO.replace("area = 65536\nsteps = 2", "area = 640000\nsteps = 12")
+SLOW = TWO.replace("area = 65536\nsteps = 2", "area = 409600\nsteps = 12")
 
 
 def pixels(path) -> np.ndarray:
@@ -115,7 +115,8 @@ def test_workers_killed_at_random_moments_lose_nothing_and_leave_no_orphan(tmp_p
     counts = {draft_id: rng.choice([1, 2, 3]) for draft_id in ids}
     for draft_id, count in counts.items():
         (content.draft_folder(draft_id) / "seed.txt").write_text(f"count = {count}\n")
-    proc = start(two_workers(tmp_path), "run", "--max-drafts", "6")
+    config_path = two_workers(tmp_path)
+    proc = start(config_path, "run", "--max-drafts", "6")
     seen, kills = set(), 0
     try:
         while kills < 6:  # while models load, mid-draft, mid-variation, between jobs: wherever it lands
@@ -126,6 +127,8 @@ def test_workers_killed_at_random_moments_lose_nothing_and_leave_no_orphan(tmp_p
             if psutil.pid_exists(victim):
                 os.kill(victim, signal.SIGKILL)
                 kills += 1
+            if kills == 1:
+                report = aiimg(config_path, "status").stdout
         wait_for(
             lambda: (
                 all(content.read_work(d).done(1) for d in ids if content.work_path(d).exists())
@@ -140,6 +143,10 @@ def test_workers_killed_at_random_moments_lose_nothing_and_leave_no_orphan(tmp_p
         out = stop(proc)
     assert proc.returncode == 0, out
     assert "died" in out and "starting worker" in out
+    # `aiimg status` meanwhile: each worker, its device, what it did
+    lines = [line for line in report.splitlines() if line.startswith("  cpu#")]
+    assert "workers:        2" in report and len(lines) == 2, report
+    assert all(" cpu " in line and "image(s) made" in line for line in lines), report
     assert_one_set_each(content, counts)
     assert_everything_readable(content)
     assert len(seen) >= 3 and not [p for p in seen if psutil.pid_exists(p)]  # no worker outlives its owner
@@ -162,13 +169,11 @@ def test_with_every_worker_drafting_a_seed_stops_one_draft_not_both(tmp_path):
     trace = tmp_path / "trace.jsonl"
     proc = start(two_workers(tmp_path, SLOW), "run", env={"AIIMG_TRACE": str(trace)})
     try:
-        wait_for(lambda: len([e for e in events(trace) if e["event"] == "draft_saved"]) >= 2, timeout=240, proc=proc)
-        busy = lambda: [w for w in content.read_status()["workers"] if w["job"].startswith("draft")]  # noqa: E731
-        wait_for(lambda: len(busy()) == 2, timeout=60, what="both workers drafting", proc=proc)
+        busy = lambda: [w for w in (content.read_status() or {}).get("workers", []) if w["job"].startswith("draft")]  # noqa: E731
+        wait_for(lambda: len(busy()) == 2, timeout=180, what="both workers drafting", proc=proc)
         time.sleep(1.0)  # some steps in
         (content.draft_folder(draft_id) / "seed.txt").write_text("count = 1")
         wait_for(lambda: content.work_path(draft_id).exists() and content.read_work(draft_id).done(1), timeout=120)
-        wait_for(lambda: len([e for e in events(trace) if e["event"] == "draft_saved"]) >= 3, timeout=120)
     finally:
         out = stop(proc)
     assert proc.returncode == 0, out
@@ -211,20 +216,6 @@ def test_a_result_from_a_worker_declared_dead_is_dropped_and_its_job_made_again(
     work = content.read_work(draft.id)
     assert [v.index for v in work.variations] == [1] and studio.made["variations"] == 1
     assert worker.deaths == 1 and worker.state == "idle"  # taken back once it answered again
-
-
-def test_status_names_each_worker_its_device_job_and_images(tmp_path):
-    content = Content(tmp_path / "content")
-    config_path = two_workers(tmp_path)
-    proc = start(config_path, "run", "--max-drafts", "2")
-    try:
-        wait_for(lambda: sum(w["done"] for w in (content.read_status() or {}).get("workers", [])) >= 2, proc=proc)
-        report = aiimg(config_path, "status").stdout
-    finally:
-        stop(proc)
-    assert "workers:        2" in report
-    lines = [line for line in report.splitlines() if line.startswith("  cpu#")]
-    assert len(lines) == 2 and all(" cpu " in line and "image(s) made" in line for line in lines), report
 
 
 @pytest.mark.parametrize("devices,expected", [(["auto"], [""]), (["cuda:0", "cuda:1"], ["cuda:0", "cuda:1"])])
