@@ -218,11 +218,23 @@ def test_a_result_from_a_worker_declared_dead_is_dropped_and_its_job_made_again(
     assert worker.deaths == 1 and worker.state == "idle"  # taken back once it answered again
 
 
-@pytest.mark.parametrize("devices,expected", [(["auto"], [""]), (["cuda:0", "cuda:1"], ["cuda:0", "cuda:1"])])
-def test_devices_resolve_to_one_worker_each(devices, expected):
+@pytest.mark.parametrize(
+    "devices,gpus,expected",
+    [
+        (["auto"], 0, [""]),  # no GPU: one worker in this process on [model] device
+        (["auto"], 1, [""]),  # one GPU: the same, no subprocess for nothing
+        (["auto"], 4, ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]),  # a box of 4: 4 workers, no other change
+        (["cuda:1", "cuda:3"], 4, ["cuda:1", "cuda:3"]),
+    ],
+)
+def test_devices_resolve_to_one_worker_each(devices, gpus, expected, monkeypatch, cfg):
     from pipeline import workers
 
-    assert workers.resolve_devices(devices) == expected  # no GPU here: auto is the one device of [model]
+    monkeypatch.setattr(workers, "_cuda_count", lambda: gpus)
+    assert workers.resolve_devices(devices) == expected
+    made = workers.create(config.override(cfg, run__devices=devices))
+    wanted = ["in-process"] if expected == [""] else ["subprocess"] * len(expected)
+    assert [w.transport for w in made] == wanted
 
 
 def test_a_bad_model_fails_at_start_naming_it_from_every_worker(tmp_path):
