@@ -13,10 +13,10 @@ or on a Ray cluster) only turn recipes into pixels, one image per job. Each turn
    variation, oldest marker first; a round whose seed.txt went is cancelled (its jobs not yet
    handed out are dropped; a variation in progress is kept).
 3. a free worker takes the oldest waiting variation, else a new draft.
-4. while variations wait and no worker is free, the least advanced draft is stopped after its
-   current denoising step and its worker takes the variation (nothing of the draft was written).
-   Variations are never stopped but by Ctrl-C, which stops every job after its step: what was
-   not recorded is made again by the next run, to the same pixels.
+4. while variations wait and no worker is free, the least advanced draft is stopped within its
+   current denoising step (at the UNet's next block) and its worker takes the variation (nothing
+   of the draft was written). Variations are never stopped but by Ctrl-C, which stops every job
+   after its step: what was not recorded is made again by the next run, to the same pixels.
 
 ``AIIMG_TRACE=FILE`` appends one JSON line per event (logs.trace): what bench/ measures with.
 """

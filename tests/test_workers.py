@@ -70,16 +70,17 @@ def test_prefetched_latents_give_the_same_pixels_as_encoding_in_the_job(tiny, cf
     assert ahead.error == "" and np.array_equal(np.asarray(ahead.image), np.asarray(plain.image))
 
 
-def test_a_job_asked_to_stop_stops_after_one_step_and_makes_nothing(tiny, cfg):
+def test_a_draft_asked_to_stop_stops_within_its_step_and_makes_nothing(tiny, cfg):
     from pipeline import drafts
 
     recipe = drafts.plan(cfg, Content(cfg.content_dir).ensure(), tiny)
-    runner, asked = Runner(cfg, tiny), []
+    runner = Runner(cfg, tiny)
     try:
-        result = runner.run(Job(5, recipe), lambda: asked.append(1) or True)
+        result = runner.run(Job(5, recipe), lambda: True)  # asked as soon as it starts
     finally:
         runner.close()
-    assert result.stopped and result.image is None and len(asked) == 1
+    assert result.stopped and result.image is None
+    assert runner.progress == (0, recipe.steps)  # stopped between two blocks of the first step, not after it
 
 
 # -- two local workers ------------------------------------------------------------------------

@@ -13,9 +13,10 @@ A worker takes one job at a time (jobs.py: one image, its recipe planned by the 
 posts what happens to the owner's event queue: :class:`Ready` once its model is loaded (with
 the :class:`~pipeline.models.ModelInfo` the owner plans recipes with), :class:`Finished` with each
 job's result, :class:`Died` when its process, actor or machine is gone (its job is the owner's to
-run again). Workers never touch content/. ``stop_job`` asks the job in progress to stop after its
-current denoising step (the owner preempts drafts only); ``prefetch`` hints at the variation it
-will get next, so its draft is encoded while the step finishes.
+run again). Workers never touch content/. ``stop_job`` asks the job in progress to stop: a draft
+at the UNet's next block, a variation after its step (the owner preempts drafts only, and stops
+variations only at shutdown); ``prefetch`` hints at the variation it will get next, so its draft
+is encoded while the draft in progress winds down.
 """
 
 from __future__ import annotations
@@ -75,11 +76,11 @@ class Worker:
         raise NotImplementedError
 
     def stop_job(self) -> None:
-        """Ask the job in progress to stop after its current denoising step."""
+        """Ask the job in progress to stop (a draft within its step, a variation after it)."""
         raise NotImplementedError
 
     def prefetch(self, job: Job) -> None:
-        """A hint: this variation comes next; encode its draft while the current step finishes."""
+        """A hint: this variation comes next; encode its draft while the job in progress stops."""
 
     def progress(self) -> float:
         """How far the job in progress is (steps done / steps); comparable between workers of one transport."""

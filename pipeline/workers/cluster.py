@@ -5,8 +5,8 @@ image per call; results come back through Ray's object store. The owner (studio.
 only writer of content/, on the machine it runs on; the other machines need aiimg installed
 (the same version), the model and the LoRA and embedding folders at the same paths.
 
-- **Preemption**: ``ray.cancel`` on the call in progress sets a flag that the step callback reads
-  (``ray.get_runtime_context().is_canceled()``); the call ends after its current step. Actors
+- **Preemption**: ``ray.cancel`` on the call in progress sets a flag that the runner reads
+  between the UNet's blocks (``ray.get_runtime_context().is_canceled()``). Actors
   are threaded (two calls at a time) so that a ``prefetch`` call encodes the next variation's
   draft beside the draft being stopped.
 - **Failures**: a dead actor fails its call (``ActorDiedError``), at once for a killed process,

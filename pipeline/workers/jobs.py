@@ -84,8 +84,13 @@ class Runner:
         self.lock = threading.Lock()
         self.first_step_due = False
         self.progress = (0, 0)  # (steps done, steps) of the job in progress
+        self.abort = None  # the draft in progress's should_stop: read between the UNet's blocks too
+        unet = model.txt2img.unet
+        for block in (*unet.down_blocks, unet.mid_block, *unet.up_blocks):
+            if block is not None:
+                block.register_forward_pre_hook(self._abort_between_blocks)
         if tracing():
-            model.txt2img.unet.register_forward_pre_hook(self._trace_first_step)
+            unet.register_forward_pre_hook(self._trace_first_step)
 
     def run(self, job: Job, should_stop) -> Result:
         """Make the job's image; ``should_stop()`` is read after every denoising step."""
@@ -109,7 +114,11 @@ class Runner:
         recipe = job.recipe
         self.progress = (0, recipe.steps)
         if job.kind == "draft":
-            image = drafts.make(self.model, recipe, self._counting(should_stop), self.dirs, self.deep_shrink)
+            self.abort = should_stop
+            try:
+                image = drafts.make(self.model, recipe, self._counting(should_stop), self.dirs, self.deep_shrink)
+            finally:
+                self.abort = None
             return Result(job.id, recipe, image)
         self.first_step_due = True
         image = variations.make(
@@ -158,6 +167,13 @@ class Runner:
 
     def close(self) -> None:
         self.encoder.shutdown(wait=True)
+
+    def _abort_between_blocks(self, module, args) -> None:
+        """A draft asked to stop stops at the next UNet block, not at the end of its step: the
+        variation waiting for this worker starts a fraction of a step sooner (what is left of
+        the step is thrown away with the rest of the draft anyway)."""
+        if self.abort is not None and self.abort():
+            raise drafts.Preempted()
 
     def _trace_first_step(self, module, args) -> None:
         # a forward pre-hook on the UNet: fires as a denoising step *starts* (bench/ measures latency to it)
