@@ -107,6 +107,23 @@ def wait_for(predicate, timeout: float = 120, what: str = "condition", proc: sub
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def real_drafts(root: Path, tiny, count: int) -> list[str]:
+    """``count`` drafts made in this process with the session's tiny model into root/content (an
+    aiimg.toml written there): the quick way to have drafts for a test that seeds them."""
+    from pipeline import config
+    from pipeline.content import Content
+    from pipeline.studio import Studio
+
+    cfg = config.load(write_tree(root))
+    studio = Studio(cfg, Content(cfg.content_dir).ensure(), model=tiny)
+    try:
+        studio.start()
+        studio.run(max_drafts=count, once=True, only=set())
+    finally:
+        studio.close()
+    return [d.id for d in studio.content.drafts()]
+
+
 def bare_draft(content, draft_id: str) -> Path:
     """A draft folder with stand-in files: enough for markers and rounds, no model needed."""
     import json

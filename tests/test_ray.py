@@ -12,7 +12,7 @@ from PIL import Image
 from pipeline import config, variations
 from pipeline.content import Content
 from pipeline.studio import Studio
-from tests.conftest import FAST_TOML, aiimg, write_tree
+from tests.conftest import FAST_TOML, real_drafts
 from tests.test_loop import assert_one_set_each, events
 
 RAY = FAST_TOML.replace("[run]\n", '[run]\nray_address = "local"\nray_workers = 2\n')
@@ -28,12 +28,10 @@ def cluster():
     ray.shutdown()
 
 
-def seeded(tmp_path, counts: list[int], toml: str = RAY):
+def seeded(tmp_path, tiny, counts: list[int], toml: str = RAY):
     """Drafts made in-process (quick), marked with these counts; the Ray config beside them."""
-    result = aiimg(write_tree(tmp_path), "draft", "-n", str(len(counts)))
-    assert result.returncode == 0, result.stderr
+    ids = real_drafts(tmp_path, tiny, len(counts))
     content = Content(tmp_path / "content")
-    ids = [d.id for d in content.drafts()]
     for draft_id, count in zip(ids, counts):
         (content.draft_folder(draft_id) / "seed.txt").write_text(f"count = {count}")
         time.sleep(0.01)  # markers in order
@@ -51,7 +49,7 @@ def started(cfg, content) -> Studio:
 
 
 def test_two_actors_make_a_seed_and_drafts_with_the_pixels_of_one_process(cluster, tmp_path, tiny):
-    cfg, content, counts = seeded(tmp_path, [3])
+    cfg, content, counts = seeded(tmp_path, tiny, [3])
     studio = started(cfg, content)
     try:
         studio.run(max_drafts=1, once=True)
@@ -67,16 +65,17 @@ def test_two_actors_make_a_seed_and_drafts_with_the_pixels_of_one_process(cluste
             assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(variations.make(tiny, source, v)))
 
 
-def test_actors_killed_at_random_moments_have_their_variations_made_again(cluster, tmp_path):
+def test_actors_killed_at_random_moments_have_their_variations_made_again(cluster, tmp_path, tiny):
     rng = random.Random(20261204)
-    cfg, content, counts = seeded(tmp_path, [3, 2, 3])
+    bigger = RAY.replace("areas = [102400]", "areas = [409600]")  # variations long enough to be killed in
+    cfg, content, counts = seeded(tmp_path, tiny, [3, 2, 3, 3], bigger)
     studio = started(cfg, content)
     loop = threading.Thread(target=studio.run, kwargs={"max_drafts": 0, "once": True})
     loop.start()
     kills = 0
     try:
         while kills < 3 and loop.is_alive():
-            time.sleep(rng.uniform(0.1, 1.0))
+            time.sleep(rng.uniform(0.05, 0.6))
             busy = [w for w in studio.workers if w.job is not None and w.actor is not None]
             if busy:
                 cluster.kill(rng.choice(busy).actor)  # what a crashed process or a lost machine does to a call
@@ -90,10 +89,10 @@ def test_actors_killed_at_random_moments_have_their_variations_made_again(cluste
     assert_one_set_each(content, counts)
 
 
-def test_a_seed_cancels_a_draft_in_progress_on_an_actor(cluster, tmp_path, monkeypatch):
+def test_a_seed_cancels_a_draft_in_progress_on_an_actor(cluster, tmp_path, monkeypatch, tiny):
     trace = tmp_path / "trace.jsonl"
     monkeypatch.setenv("AIIMG_TRACE", str(trace))  # the owner's events: marker seen, draft stopped, draft saved
-    cfg, content, counts = seeded(tmp_path, [1], SLOW)
+    cfg, content, counts = seeded(tmp_path, tiny, [1], SLOW)
     (draft_id,) = counts
     marker = content.draft_folder(draft_id) / "seed.txt"
     marker.rename(marker.with_name("later.txt"))  # marked once both actors are drafting

@@ -9,7 +9,7 @@ import pytest
 from pipeline import config
 from pipeline.content import Content
 from pipeline.studio import Studio
-from tests.conftest import FAST_TOML, aiimg, write_tree
+from tests.conftest import FAST_TOML, real_drafts
 
 # health checks every 0.5 s: a silent node is noticed in seconds (Ray's default: 15 s and more)
 HEALTH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_failure_threshold": 3}
@@ -29,9 +29,9 @@ def nodes():
     cluster.shutdown()
 
 
-def test_a_node_lost_mid_variation_has_its_job_made_again_on_another(nodes, tmp_path):
+def test_a_node_lost_mid_variation_has_its_job_made_again_on_another(nodes, tmp_path, tiny):
     cluster, workers = nodes
-    assert aiimg(write_tree(tmp_path), "draft", "-n", "1").returncode == 0
+    real_drafts(tmp_path, tiny, 1)
     content = Content(tmp_path / "content")
     (draft,) = content.drafts()
     (draft.folder / "seed.txt").write_text("count = 4")

@@ -17,7 +17,7 @@ from pipeline.content import Content
 from pipeline.studio import Studio
 from pipeline.workers import Died, Job
 from pipeline.workers.jobs import Runner
-from tests.conftest import FAST_TOML, aiimg, start, wait_for, write_tree
+from tests.conftest import FAST_TOML, aiimg, real_drafts, start, wait_for, write_tree
 from tests.test_loop import assert_everything_readable, assert_one_set_each, events, stop
 
 TWO = FAST_TOML.replace("[run]\n", '[run]\ndevices = ["cpu", "cpu"]\n')
@@ -30,13 +30,6 @@ def pixels(path) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-def drafts_made(tmp_path, count: int) -> list[str]:
-    """Drafts made by the in-process path (the quick way) into tmp_path/content, for the workers to seed."""
-    result = aiimg(write_tree(tmp_path), "draft", "-n", str(count))
-    assert result.returncode == 0, result.stderr
-    return [d.id for d in Content(tmp_path / "content").drafts()]
-
-
 def two_workers(tmp_path, toml: str = TWO):
     """A config beside aiimg.toml, same content folder, with two worker processes."""
     write_tree(tmp_path)
@@ -45,9 +38,12 @@ def two_workers(tmp_path, toml: str = TWO):
     return path
 
 
-def worker_pids(content: Content) -> list[int]:
+def worker_pids(content: Content, owner: int) -> list[int]:
+    """The worker processes of the loop ``owner`` runs, by its status.json (no other process's)."""
     status = content.read_status() or {}
-    return [w["pid"] for w in status.get("workers", []) if w["state"] in ("idle", "busy") and w["pid"]]
+    if status.get("pid") != owner:
+        return []
+    return [w["pid"] for w in status.get("workers", []) if w["state"] in ("idle", "busy") and w["pid"] != owner]
 
 
 # -- the runner ---------------------------------------------------------------------------------
@@ -87,7 +83,7 @@ def test_a_draft_asked_to_stop_stops_within_its_step_and_makes_nothing(tiny, cfg
 
 
 def test_two_workers_share_a_seed_and_make_the_pixels_one_would(tmp_path, tiny):
-    (draft_id,) = drafts_made(tmp_path, 1)
+    (draft_id,) = real_drafts(tmp_path, tiny, 1)
     cfg = config.load(two_workers(tmp_path))
     content = Content(cfg.content_dir)
     (content.draft_folder(draft_id) / "seed.txt").write_text("count = 4")
@@ -109,9 +105,9 @@ def test_two_workers_share_a_seed_and_make_the_pixels_one_would(tmp_path, tiny):
     assert len(content.drafts()) == 3 and not any(p.is_alive() for w in studio.workers for p in [w.process])
 
 
-def test_workers_killed_at_random_moments_lose_nothing_and_leave_no_orphan(tmp_path):
+def test_workers_killed_at_random_moments_lose_nothing_and_leave_no_orphan(tmp_path, tiny):
     rng = random.Random(int(os.environ.get("AIIMG_KILL_SEED", "20261204")))
-    ids = drafts_made(tmp_path, 4)
+    ids = real_drafts(tmp_path, tiny, 4)
     content = Content(tmp_path / "content")
     counts = {draft_id: rng.choice([1, 2, 3]) for draft_id in ids}
     for draft_id, count in counts.items():
@@ -121,7 +117,7 @@ def test_workers_killed_at_random_moments_lose_nothing_and_leave_no_orphan(tmp_p
     seen, kills = set(), 0
     try:
         while kills < 6:  # while models load, mid-draft, mid-variation, between jobs: wherever it lands
-            pids = wait_for(lambda: worker_pids(content), timeout=180, what="a worker", proc=proc)
+            pids = wait_for(lambda: worker_pids(content, proc.pid), timeout=180, what="a worker", proc=proc)
             seen.update(pids)
             time.sleep(rng.uniform(0.2, 2.0))
             victim = rng.choice(pids)
@@ -139,7 +135,7 @@ def test_workers_killed_at_random_moments_lose_nothing_and_leave_no_orphan(tmp_p
             what="every seed's variations",
             proc=proc,
         )
-        seen.update(worker_pids(content))
+        seen.update(worker_pids(content, proc.pid))
     finally:
         out = stop(proc)
     assert proc.returncode == 0, out
@@ -157,15 +153,17 @@ def test_an_owner_killed_with_kill_9_takes_its_workers_with_it(tmp_path):
     content = Content(tmp_path / "content")
     proc = start(two_workers(tmp_path), "run", "--max-drafts", "100")
     try:
-        pids = wait_for(lambda: len(worker_pids(content)) == 2 and worker_pids(content), timeout=180, proc=proc)
+        pids = wait_for(
+            lambda: len(worker_pids(content, proc.pid)) == 2 and worker_pids(content, proc.pid), timeout=180, proc=proc
+        )
     finally:
         proc.kill()
         proc.wait()
     wait_for(lambda: not [p for p in pids if psutil.pid_exists(p)], timeout=15, what="the workers to exit")
 
 
-def test_with_every_worker_drafting_a_seed_stops_one_draft_not_both(tmp_path):
-    (draft_id,) = drafts_made(tmp_path, 1)
+def test_with_every_worker_drafting_a_seed_stops_one_draft_not_both(tmp_path, tiny):
+    (draft_id,) = real_drafts(tmp_path, tiny, 1)
     content = Content(tmp_path / "content")
     trace = tmp_path / "trace.jsonl"
     proc = start(two_workers(tmp_path, SLOW), "run", env={"AIIMG_TRACE": str(trace)})
