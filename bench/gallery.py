@@ -21,7 +21,10 @@ the build and its worker processes, sampled every 0.1 s), no-op rebuild (best of
 too), +1 work, the bytes published per work with originals = "png" and "webp" (and "none"),
 and, at the largest size, what the +1 and no-op times are made of. Results go to
 bench/results/gallery-scale.json. The search index (Pagefind, the `search` extra) is left out
-of these builds, as `pip install .` leaves it out: its size and time are measured on their own.
+of these builds, as `pip install .` leaves it out: its size and time are measured on their own,
+last at each size (`--no-search` skips them): a build with the extra (every page gains the
+search box, Pagefind indexes every work page), then one more work with it (Pagefind is not
+incremental: it indexes every work page again), Pagefind's own wall and CPU time timed apart.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def main() -> None:
     if args.scale:
         sizes = sorted(int(n) for n in args.sizes.split(","))
         sigal = [] if args.no_sigal else [int(n) for n in (args.sigal_sizes or str(sizes[-1])).split(",")]
-        return scale(sizes, sigal, args.originals_upto)
+        return scale(sizes, sigal, args.originals_upto, not args.no_search)
     root = CACHE / f"n{args.works}"
     # 1. the synthetic content (once) and the tools
     _ensure_content(root, args.works)
@@ -88,6 +91,7 @@ def _args():
     p.add_argument("--scale", action="store_true", help="the scale run: 300 .. 10,000 works of ~0.25 MP")
     p.add_argument("--sizes", default="300,1000,3000,10000", help="--scale: the numbers of works (default %(default)s)")
     p.add_argument("--no-sigal", action="store_true", help="--scale: leave sigal out (its cold builds take long)")
+    p.add_argument("--no-search", action="store_true", help="--scale: leave the search index (Pagefind) out")
     p.add_argument("--sigal-sizes", help="--scale: the sizes sigal runs at (default: the largest)")
     p.add_argument(
         "--originals-upto",
@@ -318,7 +322,7 @@ def _size(request) -> int:
 # -- the scale run ---------------------------------------------------------------------------
 
 
-def scale(sizes: list[int], sigal: list[int], originals_upto: int) -> None:
+def scale(sizes: list[int], sigal: list[int], originals_upto: int, search: bool = True) -> None:
     """Every measure at every size, smallest first; each size's output is deleted after it is
     measured (10,000 works of PNG originals are ~14 GB). originals = "webp" re-encodes every
     original (~0.1 s each here): measured up to ``originals_upto`` works (bytes per work do not
@@ -329,12 +333,12 @@ def scale(sizes: list[int], sigal: list[int], originals_upto: int) -> None:
     rows = []
     for works in sizes:
         print(f"\n{works} works", flush=True)
-        rows.append(_scale_one(master, works, works in sigal, works == max(sizes), works <= originals_upto))
+        rows.append(_scale_one(master, works, works in sigal, works == max(sizes), works <= originals_upto, search))
         _save_scale(rows)
     _report_scale(rows)
 
 
-def _scale_one(master: Path, works: int, sigal: bool, breakdown: bool, webp: bool) -> dict:
+def _scale_one(master: Path, works: int, sigal: bool, breakdown: bool, webp: bool, search: bool) -> dict:
     from gallery_fixtures import work_id
 
     root = SCALE / f"n{works}"
@@ -349,10 +353,13 @@ def _scale_one(master: Path, works: int, sigal: bool, breakdown: bool, webp: boo
     r["png_bytes"] = _bytes(root / "output")
     r["manifest_kb"] = round((root / "output/.aiimg-build.json").stat().st_size / 1000)
     r["noop_s"] = min(_timed(root, None, _scale_cmd(root)) for _ in range(3))
-    _link_tree(master / "works" / extra.name, extra)
-    r["plus_one_s"] = _timed(root, None, _scale_cmd(root))
-    shutil.rmtree(extra)
-    _timed(root, None, _scale_cmd(root))  # back to N works (the extra's files removed as stale)
+    r["plus_one_runs"] = []
+    for _ in range(3):  # the median of 3: this machine is noisy
+        _link_tree(master / "works" / extra.name, extra)
+        r["plus_one_runs"].append(_timed(root, None, _scale_cmd(root)))
+        shutil.rmtree(extra)
+        _timed(root, None, _scale_cmd(root))  # back to N works (the extra's files removed as stale)
+    r["plus_one_s"] = sorted(r["plus_one_runs"])[1]
     if breakdown:  # what those times are made of: the same +1 again, then a no-op, steps timed
         _link_tree(master / "works" / extra.name, extra)
         r["plus_one_breakdown"] = _breakdown(root)
@@ -367,6 +374,9 @@ def _scale_one(master: Path, works: int, sigal: bool, breakdown: bool, webp: boo
         r[f"{kind}_kb_per_work"] = round(r[f"{kind}_bytes"] / works / 1000, 1)
     if webp:
         r["webp_vs_png"] = round(r["webp_bytes"] / r["png_bytes"], 3)
+    if search:  # last: the site keeps the search box and the index until it is deleted
+        _scale_config(root, "none")
+        r["search"] = _search(root, master, extra)
     shutil.rmtree(root / "output")
     if sigal:
         _sigal_tree(content, root / "sigal-src")
@@ -448,7 +458,7 @@ import json, sys, time
 sys.modules["pagefind"] = None
 import pipeline.gallery as g
 from pipeline import config
-from pipeline.gallery import collect, images, output, render, stamp
+from pipeline.gallery import cache, collect, images, output, render, stamp
 spent = {}
 def timed(module, name, label):
     real = getattr(module, name)
@@ -461,13 +471,14 @@ def timed(module, name, label):
     setattr(module, name, wrapper)
 for module, name, label in [
     (stamp, "works_snapshot", "works snapshot (stat every file of content/works)"),
-    (stamp, "unchanged", "stamp check (settings, templates, output/ folders)"),
-    (g, "clean_debris", "temp files of killed builds (walk output/)"),
-    (g, "read_manifest", "read the manifest"),
-    (g, "read_cache", "read the cache (source hashes, works as last read)"),
-    (g, "collect", "read the works (work.json, draft.json, work.toml)"),
-    (images, "encode_all", "hash sources, reuse or encode images"),
-    (g, "write_cache", "write the cache"),
+    (stamp, "output_changes", "output/ folders as the last build left them? (a stat each)"),
+    (stamp, "unchanged", "stamp check (settings, templates, the snapshot's hash)"),
+    (g, "clean_debris", "temp files of killed builds (changed folders of output/)"),
+    (g, "read_manifest", "read the manifest (its header; a line per work, unparsed)"),
+    (cache, "read", "read the works cache"),
+    (g, "collect", "the works: unchanged ones from the cache, the others read"),
+    (images, "encode_all", "images: works taken whole, the others hashed, reused or encoded"),
+    (cache.WorksCache, "save", "write the works cache"),
     (render, "render_site", "render: page keys, pages whose inputs changed"),
     (output.Output, "remove_stale", "remove stale files"),
     (g, "write_manifest", "write the manifest"),
@@ -479,6 +490,58 @@ report = g.build_site(config.load(sys.argv[1]))
 spent["total (in process, after imports)"] = time.perf_counter() - t0
 print(json.dumps({k: round(v, 3) for k, v in spent.items()}))
 """
+
+
+SEARCH = """
+import json, resource, sys, time
+from pipeline import config
+from pipeline.gallery import build_site, search
+assert search.available(), "the search extra is not installed: pip install -e '.[search]'"
+spent = {"pagefind_s": 0.0, "pagefind_cpu_s": 0.0}
+real = search._run
+def run(*a):
+    t, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        return real(*a)
+    finally:
+        now = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spent["pagefind_s"] += time.perf_counter() - t
+        spent["pagefind_cpu_s"] += now.ru_utime + now.ru_stime - cpu.ru_utime - cpu.ru_stime
+search._run = run
+t = time.perf_counter()
+report = build_site(config.load(sys.argv[1]))
+spent["build_s"] = time.perf_counter() - t
+spent["index_bytes"] = report.size.get("search index", 0)
+print(json.dumps({k: round(v, 3) for k, v in spent.items()}))
+"""
+
+
+def _search(root: Path, master: Path, extra: Path) -> dict:
+    """The search extra on the built site: a build that turns it on (every page again, Pagefind
+    over every work page), then one more work with it; Pagefind's time and the index per 1,000
+    works."""
+    on = _search_build(root)
+    _link_tree(master / "works" / extra.name, extra)
+    plus_one = _search_build(root)
+    shutil.rmtree(extra)
+    works = int(root.name.removeprefix("n"))
+    per_k = works / 1000
+    r = {"turn_on": on, "plus_one": plus_one}
+    r["index_kb_per_1000"] = round(on["index_bytes"] / 1000 / per_k, 1)
+    r["pagefind_s_per_1000"] = round(plus_one["pagefind_s"] / per_k, 2)
+    r["pagefind_cpu_s_per_1000"] = round(plus_one["pagefind_cpu_s"] / per_k, 2)
+    print(f"    search: index {on['index_bytes'] / 1e6:.1f} MB; +1 work {plus_one['build_s']:.2f} s of which "
+          f"Pagefind {plus_one['pagefind_s']:.2f} s ({plus_one['pagefind_cpu_s']:.2f} s CPU)", flush=True)  # fmt: skip
+    return r
+
+
+def _search_build(root: Path) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", SEARCH, str(root / "aiimg.toml")], cwd=REPO, capture_output=True, text=True
+    )
+    if done.returncode:
+        raise SystemExit(f"search build failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _breakdown(root: Path) -> dict:
@@ -523,11 +586,25 @@ def _report_scale(rows: list[dict]) -> None:
         )
     if "noop_vs_sigal" in big:
         checks.insert(1, ("no-op / sigal's", big["noop_vs_sigal"], "noop_vs_sigal", "x"))
+    _report_search(rows)
     print(f"\nat {big['works']} works:")
     for name, value, key, unit in checks:
         goal = SCALE_GOALS[key]
         print(f"  {name:<28} {value}{unit:<4} goal <= {goal}{unit}: {'met' if value <= goal else 'MISSED'}")
     print(f"\nwritten {SCALE_RESULTS.relative_to(REPO)}")
+
+
+def _report_search(rows: list[dict]) -> None:
+    rows = [r for r in rows if "search" in r]
+    if not rows:
+        return
+    print(f"\n{'works':>7} {'index MB':>9} {'KB/1000 works':>14} {'turn on s':>10} {'+1 s':>6} "
+          f"{'Pagefind s':>11} {'CPU s':>6} {'s/1000 works':>13}")  # fmt: skip
+    for r in rows:
+        on, plus, per = r["search"]["turn_on"], r["search"]["plus_one"], r["search"]
+        print(f"{r['works']:>7} {on['index_bytes'] / 1e6:>9.2f} {per['index_kb_per_1000']:>14.0f} "
+              f"{on['build_s']:>10.1f} {plus['build_s']:>6.2f} {plus['pagefind_s']:>11.2f} "
+              f"{plus['pagefind_cpu_s']:>6.2f} {per['pagefind_s_per_1000']:>13.2f}")  # fmt: skip
 
 
 # -- report ----------------------------------------------------------------------------------

@@ -169,6 +169,13 @@ def draft_recipe(content_dir: Path, wid: str) -> dict:
     return json.loads(Content(content_dir).draft(wid).recipe_path.read_text(encoding="utf-8"))
 
 
+def cached_hashes(content_dir: Path) -> dict[str, list]:
+    """{source path: [size, mtime_ns, inode, sha256]} of the gallery's works cache (cache.py:
+    a line per work after the first, paths under the content folder)."""
+    lines = Content(content_dir).gallery_cache_path().read_text(encoding="utf-8").splitlines()[1:]
+    return {str(Path(content_dir) / rel): h for line in lines for rel, h in json.loads(line)[1]["hashes"].items()}
+
+
 def make_content(root: Path, works: int = 6) -> Path:
     content_dir = Path(root) / "content"
     for i in range(works):

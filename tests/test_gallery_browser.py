@@ -36,7 +36,7 @@ def serve_site(root, **site):
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     make_content(root, 6)
-    server, base = serve_site(root)
+    server, base = serve_site(root, page_size=3)  # the first page: the 3 newest; page/1/: the 3 oldest
     yield base, root
     server.shutdown()
     server.server_close()
@@ -82,7 +82,7 @@ def load_all_images(pg) -> list[dict]:
 def test_index_loads_every_image_without_console_errors(site_url, page):
     page.goto(site_url)
     images = load_all_images(page)
-    assert len(images) == 4
+    assert len(images) == 3
     assert all(i["w"] > 0 and i["src"].startswith(site_url + "images/") for i in images), images
     assert page.evaluate("document.documentElement.lang") == "en"
     assert page.errors == []
@@ -187,13 +187,13 @@ def test_generation_data_without_javascript_is_a_details_block(site, browser):
 
 @pytest.fixture(scope="module")
 def wide_site(tmp_path_factory):
-    """14 works, 10 a page, all tagged "series": an index whose page 1 has more than a row,
-    a tag with two pages."""
+    """20 works, 7 a page, all tagged "series": a first page of 13 (more than a row), then page
+    1 (the 7 oldest); the tag's pages alike."""
     root = tmp_path_factory.mktemp("wide")
-    content = make_content(root, 14)
+    content = make_content(root, 20)
     for folder in (content / "works").iterdir():
         (folder / "work.toml").write_text('tags = ["series"]\n')
-    server, base = serve_site(root, page_size=10)
+    server, base = serve_site(root, page_size=7)
     yield base
     server.shutdown()
     server.server_close()
@@ -213,14 +213,14 @@ def test_the_first_row_loads_first_and_the_rest_lazily(wide_site, browser, path)
     pg = context.new_page()
     pg.goto(wide_site + path)
     shown = tiles(pg)
-    assert len(shown) == 10
+    assert len(shown) == 13
     first_row = [t for t in shown if t["top"] == shown[0]["top"]]
-    assert 1 < len(first_row) < 10
+    assert 1 < len(first_row) < 13
     assert all(t["priority"] == "high" and t["lazy"] is None for t in first_row), shown
     eager = [t for t in shown if t["priority"] == "high"]
     assert shown[: len(eager)] == eager  # a prefix: the first row at the widest window
     assert all(t["lazy"] == "lazy" and t["priority"] is None for t in shown[len(eager) :])
-    assert len(eager) < 10  # the rest stay lazy
+    assert len(eager) < 13  # the rest stay lazy
     pg.set_viewport_size({"width": 1920, "height": 1000})  # the widest grid: its first row is exactly those
     assert {t["top"] for t in tiles(pg)[: len(eager)]} == {tiles(pg)[0]["top"]}
     assert tiles(pg)[len(eager)]["top"] > tiles(pg)[0]["top"]
@@ -240,11 +240,12 @@ def test_a_work_page_loads_its_main_variation_first(wide_site, page):
 
 def test_tag_pages_paginate_like_the_index(wide_site, page):
     page.goto(wide_site + "tags/series/")
-    assert page.locator(".tile").count() == 10
-    assert page.locator(".pager").inner_text().replace("\n", " ").count("Page 1 of 2") == 1
+    assert page.locator(".tile").count() == 13 and "20 works" in page.locator("h1").inner_text()
+    assert page.locator(".pager").inner_text().replace("\n", " ").count("Newest works") == 1
     page.locator('.pager a[rel="next"]').click()
-    page.wait_for_url(wide_site + "tags/series/page/2/")
-    assert page.locator(".tile").count() == 4 and "Page 2 of 2" in page.title()
+    page.wait_for_url(wide_site + "tags/series/page/1/")  # numbered from the oldest: it never changes
+    assert page.locator(".tile").count() == 7 and "Page 1" in page.title()
+    assert "works" not in page.locator("h1").inner_text()  # the count: on the first page only
     assert all(t["lazy"] == "lazy" for t in tiles(page))  # like the index's later pages
     assert all(s["w"] > 0 for s in load_all_images(page))
     page.locator('.pager a[rel="prev"]').click()

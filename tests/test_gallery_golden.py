@@ -27,6 +27,7 @@ UPDATE = os.environ.get("AIIMG_UPDATE_GOLDEN") == "1"
 FIRST = "20261125-150000-0000"
 PAGES = [
     "index.html",
+    "page/1/index.html",
     "page/2/index.html",
     f"works/{FIRST}/index.html",
     "tags/index.html",
@@ -49,7 +50,7 @@ def built(tmp_path_factory):
     assert search.available(), "Pagefind is not installed: pip install -e '.[search]' (make install does)"
     root = tmp_path_factory.mktemp("golden")
     make_content(root, 6)
-    cfg = site_config(root)
+    cfg = site_config(root, page_size=2)  # the first page, then pages 2 and 1 (the oldest works)
     assert build_site(cfg).problems == []
     return cfg.output_dir
 

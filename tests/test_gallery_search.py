@@ -18,7 +18,7 @@ from gallery_fixtures import CHROMIUM, CHROMIUM_ARGS, add_work, make_content, si
 
 from pipeline.files import atomic_write_json
 from pipeline.gallery import build_site, render, search
-from pipeline.gallery.output import MANIFEST
+from pipeline.gallery.output import manifest_files, read_manifest
 from pipeline.gallery.serve import start_server
 
 HOSTILE_PROMPT = 'masterpiece, <img src=x onerror="window.__pwned=1">, <b>paper</b> & crane'
@@ -127,7 +127,7 @@ def test_every_page_has_the_box_and_the_index_is_in_the_manifest(small):
             assert '<meta name="robots" content="noindex">' in html
         else:
             assert html.count('role="search"') == 1 and 'action="' in html, page
-    manifest = set(json.loads((out / MANIFEST).read_text())["files"])
+    manifest = set(manifest_files(read_manifest(out)))
     bundle = {str(p.relative_to(out)) for p in (out / "pagefind").rglob("*") if p.is_file()}
     assert "pagefind/pagefind.js" in bundle and "pagefind/pagefind-entry.json" in bundle
     assert not any("pagefind-ui" in f or "playground" in f for f in bundle)  # Pagefind's own UI: not used
@@ -161,7 +161,7 @@ def test_a_changed_prompt_remakes_the_index_and_drops_the_old_files(small, monke
     new = {str(p.relative_to(out)) for p in (out / "pagefind").rglob("*") if p.is_file()}
     stale = old - new
     assert stale and set(report.removed) >= stale  # the old fragment and index files are gone
-    manifest = json.loads((out / MANIFEST).read_text())["files"]
+    manifest = manifest_files(read_manifest(out))
     assert sorted(f for f in manifest if f.startswith("pagefind/")) == sorted(new)
 
 
@@ -215,8 +215,7 @@ def test_first_row_counts_the_tiles_of_the_widest_first_row():
     from pipeline.gallery.render import GAP_PX, ROW_PX, WIDEST_ROW_PX, first_row
 
     def works(*ratios):
-        return [SimpleNamespace(cover=SimpleNamespace(picture=SimpleNamespace(meta={"thumb": [["x", r * 100, 100]]})))
-                for r in ratios]  # fmt: skip
+        return [SimpleNamespace(cover_meta={"thumb": [["x", r * 100, 100]]}) for r in ratios]
 
     per_row = int((WIDEST_ROW_PX + GAP_PX) // (ROW_PX + GAP_PX))  # square tiles
     assert first_row(works(*[1.0] * 20)) == per_row == 5

@@ -1,29 +1,30 @@
 """The gallery: ``content/works`` -> ``output/``, a static site for any static host. No torch.
 
 :func:`build_site` is the whole build, read top to bottom; each step lives in its own module
-(stamp, collect, images, render, output). :func:`serve` previews the site and rebuilds on
-change.
+(stamp, collect, cache, images, render, search, output). :func:`serve` previews the site and
+rebuilds on change.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import __version__
 from pipeline.content import Content
 from pipeline.files import clean_temp
-from pipeline.gallery import search, stamp
-from pipeline.gallery.collect import collect
+from pipeline.gallery import cache, search, stamp
+from pipeline.gallery.collect import collect, load
 from pipeline.gallery.output import (
     SIZE_PARTS,
     Output,
     clean_debris,
     forget_manifest,
+    manifest_files,
     read_manifest,
+    remove,
     site_size,
     write_manifest,
 )
@@ -106,11 +107,11 @@ def build_site(cfg, clean: bool = False) -> BuildReport:
     report = BuildReport(Path(cfg.output_dir), max_size_mb=cfg.site.max_size_mb)
     clean_temp(content.state_dir, depth=0)  # a killed build's temp files are not left beside the caches
     if clean:
-        report.cleaned = _start_afresh(cfg.output_dir, read_manifest(cfg.output_dir)["files"], content)
+        report.cleaned = _start_afresh(cfg.output_dir, content)
     # 0. nothing the last build read has changed and output/ is as it left it: stop here
     snapshot = stamp.works_snapshot(content)
     last = stamp.read(content)
-    changes = stamp.output_changes(cfg.output_dir, last)
+    changes, seen = stamp.output_changes(cfg.output_dir, last)
     if stamp.unchanged(cfg, content, snapshot, last, changes):
         _nothing_to_do(report, last)
     else:
@@ -120,62 +121,64 @@ def build_site(cfg, clean: bool = False) -> BuildReport:
         # output/ when the last build left no record: killed, or with problems)
         known = set(last["folders"]) if changes is not None else set()
         clean_debris(cfg.output_dir, changes, known)
-        cache = read_cache(content, clean)
         # the folders as the last build left them hold all the files its manifest names there
-        trusted = known - set(changes or ())
-        _build(cfg, content, read_manifest(cfg.output_dir), snapshot, report, cache, trusted)
+        _build(cfg, content, snapshot, report, last, {"trusted": known - set(changes or ()), "seen": seen})
     _check_budget(cfg.site, report)
     return report
 
 
-def _build(
-    cfg, content: Content, previous: dict, snapshot: dict, report: BuildReport, cache: dict, trusted: set[str]
-) -> None:
-    from pipeline.gallery.images import encode_all, workers  # Pillow and Jinja: only when building
+def _build(cfg, content: Content, snapshot: dict, report: BuildReport, last: dict | None, found: dict) -> None:
+    """``found``: the folders of output/ as the build found them (stamp.output_changes): "seen",
+    their states; "trusted", those as the last build left them."""
+    from pipeline.gallery.images import encode_all, settings_text, workers  # Pillow and Jinja: only when building
     from pipeline.gallery.render import render_site
 
-    out = Output(cfg.output_dir, previous["pages"], previous["sizes"])
-    out.trust(trusted, previous["files"])
+    out = Output(cfg.output_dir, read_manifest(cfg.output_dir))
+    works_cache = cache.read(content)
+    # the manifest and the works cache as the last build left them describe each other's works
+    verified = stamp.left_as_is(last, {"manifest": out.previous["crc"], "cache": works_cache.crc})
+    out.trust(found["trusted"] if verified else set())
     with workers() as pool:  # forked before the works are read: they do not keep a copy of them
         # 1. read the works (and their drafts) from content/, those that changed since the last build
-        works = collect(content, report.problems, snapshot, cache["works"])
-        # 2. encode the images whose source or settings changed, in parallel; reuse the rest
-        pictures = [p for w in works for p in w.pictures]
-        stats = stamp.source_stats(content, snapshot)
-        images = encode_all(pictures, cfg.site, out, previous["sources"], cache["hashes"], report.problems, stats, pool)
-    write_cache(content, cache, pictures)
-    # 3. drop what could not be read: a work needs at least one readable variation
-    works = _readable(works)
-    # 4. render every page; only pages whose bytes changed are written; then the search index
-    render_site(works, cfg.site, out)
-    report.problems += search.update_index(out)
-    # 5. delete what the last build made and this one did not, then record this build
-    report.removed = out.remove_stale(previous["files"])
-    manifest_bytes = write_manifest(out, images["sources"], previous)
-    report.size = site_size(out, images["sources"], manifest_bytes)
+        works = collect(content, report.problems, snapshot, works_cache.summaries())
+        # 2. settle each work's images: taken whole, reused, or encoded in parallel
+        images = encode_all(works, cfg.site, out, works_cache, report.problems, pool, verified)
+    works_cache.save(settings_text(cfg.site))
+    works = [w for w in works if w.record]  # a work needs at least one readable variation
+    # 3. render every page whose inputs changed; only pages whose bytes changed are written
+    templates = content.gallery_templates_dir
+    render_site(works, cfg.site, out, functools.partial(load, content), report.problems, templates)
+    report.problems += search.update_index(out)  # then the search index
+    # 4. delete what the last build made and this one did not, then record this build
+    report.removed = out.remove_stale()
+    manifest_bytes, manifest_crc = write_manifest(out)
+    report.size = site_size(out, images["bytes"], manifest_bytes)
     written = set(out.written)
-    encoded = images["encoded"]
-    updated = [w for w in works if f"works/{w.id}/index.html" in written or any(p.slot in encoded for p in w.pictures)]
+    updated = [w for w in works if f"works/{w.id}/index.html" in written or w.id in images["encoded"]]
     report.works, report.works_unchanged = len(works), len(works) - len(updated)
     report.images_made, report.images_reused = images["made"], images["reused"]
     report.pages_written, report.pages_unchanged = len(out.written), len(out.unchanged)
-    # 6. remember what this build read and left, so that the next one can stop at step 0
+    # 5. remember what this build read and left, so that the next one can stop at step 0
     if not report.problems:  # one with problems leaves no stamp: the next build reports them again
         # the drafts/ folders read (works made before works held their draft); a work's own
         # copy is in the works snapshot already
-        drafts = [w.draft_id for w in works if w.draft and w.draft.picture.src != str(content.work_draft_image(w.id))]
+        drafts = [w.draft_id for w in works if w.old_draft]
         counts = {
             "works": report.works,
-            "images": len(images["sources"]),
+            "images": images["made"] + images["reused"],
             "pages": len(written) + len(out.unchanged),
             "size": report.size,
         }
-        stamp.save(cfg, content, snapshot, drafts, out.folders(), counts)
+        left = {"manifest": manifest_crc, "cache": works_cache.crc}
+        # a folder written to, or cleaned of a killed build's temp files, has a new state
+        touched = out.touched | (set(found["seen"]) - found["trusted"])
+        folders = {"folders": out.folders(), "seen": found["seen"], "touched": touched}
+        stamp.save(cfg, content, snapshot, drafts, folders, left, counts)
 
 
-def _start_afresh(root: Path, previous_files: list[str], content: Content) -> int:
+def _start_afresh(root: Path, content: Content) -> int:
     """--clean: delete every file the last build made, its manifest and the gallery's caches."""
-    removed = Output(root).remove_stale(previous_files)
+    removed = remove(root, manifest_files(read_manifest(root)))
     forget_manifest(root)
     stamp.forget(content)
     with contextlib.suppress(FileNotFoundError):
@@ -237,70 +240,6 @@ def _parts(size: dict) -> str:
 
 def _mb(n: float) -> str:
     return f"{n / MB:,.1f} MB"
-
-
-CACHE_FORMAT = 2
-
-
-def read_cache(content: Content, clean: bool = False) -> dict:
-    """``content/.aiimg/gallery-hashes.json``, the build's cache (safe to delete: the next build
-    reads and hashes everything again)::
-
-        {"format": 2, "aiimg": "<version>", "root": "<content folder>",
-         "hashes": {"<source path>": [size, mtime_ns, inode, "<sha256>"], ...},
-         "works": {"<id>": {"key": "<sha1 of its folder's listing>", "work": {...}}, ...}}
-
-    ``hashes`` spares hashing unchanged sources, ``works`` reading unchanged works (see
-    :func:`pipeline.gallery.collect.collect`). The works are only trusted from the same aiimg
-    and the same content folder (their paths are absolute); a flat {path: [...]} is the hashes
-    of an older aiimg."""
-    hashes, works = {}, {}
-    try:
-        data = {} if clean else json.loads(content.gallery_cache_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = {}
-    if isinstance(data, dict) and data.get("format") != CACHE_FORMAT:
-        hashes = data
-    elif isinstance(data, dict):
-        same = data.get("aiimg") == __version__ and data.get("root") == str(content.root)
-        hashes = data["hashes"] if isinstance(data.get("hashes"), dict) else {}
-        works = data["works"] if same and isinstance(data.get("works"), dict) else {}
-    # what was read, to write the file again only when something changed
-    was = {"hashes": dict(hashes), "works": _keys(works)}
-    return {"hashes": hashes, "works": works, "was": was}
-
-
-def _keys(works: dict) -> dict:
-    return {wid: entry.get("key") if isinstance(entry, dict) else None for wid, entry in works.items()}
-
-
-def write_cache(content: Content, cache: dict, pictures: list) -> None:
-    """Keep the hashes of today's sources only (collect already kept today's works); written
-    only when it changed, compactly (10,000 works are ~35 MB of it)."""
-    hashes = cache["hashes"]
-    keep = {p.src: hashes[p.src] for p in pictures if p.src in hashes}
-    data = {
-        "format": CACHE_FORMAT,
-        "aiimg": __version__,
-        "root": str(content.root),
-        "hashes": keep,
-        "works": cache["works"],
-    }
-    was = cache["was"]
-    if keep == was["hashes"] and _keys(cache["works"]) == was["works"] and content.gallery_cache_path().is_file():
-        return
-    stamp.write_cache(content.gallery_cache_path(), data, compact=True)
-
-
-def _readable(works: list) -> list:
-    kept = []
-    for work in works:
-        work.variations = [v for v in work.variations if v.picture.ok]
-        if work.draft and not work.draft.picture.ok:
-            work.draft = None
-        if work.variations:
-            kept.append(work)
-    return kept
 
 
 def serve(cfg) -> None:

@@ -4,6 +4,12 @@ A work is self-contained: ``works/<id>/draft.png`` and ``draft.json`` are its co
 it came from, so ``content/works`` alone is a whole gallery (unseeded drafts stay private).
 A work made before that has no copy: its draft is read from ``content/drafts`` instead.
 
+A build keeps of each work only what the list pages show (:class:`Work`: title, dates, tags,
+the cover's prompt) and a key of the rest; the recipes are read again for the work's own page
+when it is rendered (:func:`load`), and dropped after it: 10,000 works of recipes never sit in
+memory. A work whose folder lists the same files as at the last build is not read at all: the
+works cache (cache.py) gives it whole.
+
 Nothing here writes. Every path comes from :class:`pipeline.content.Content`: ids are checked
 by ``check_id`` and variation file names by ``Content.variation_path`` before they touch the
 disk, so no user text becomes a path. Problems (a bad work.json, a bad file name, a missing
@@ -27,8 +33,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.content import Content, check_id, read_json
+from pipeline.content import DRAFT_ID, Content, check_id, read_json
 from pipeline.errors import AiimgError
+from pipeline.gallery.output import record_entries
 from pipeline.recipes import DraftRecipe
 
 META_KEYS = {"title": str, "tags": list, "description": str}
@@ -38,7 +45,7 @@ META_KEYS = {"title": str, "tags": list, "description": str}
 class Picture:
     """One source image and where its encoded forms go (``out_dir`` under output/)."""
 
-    src: str  # the source file (a str, not a Path: 40,000 of them at 10,000 works, made on every build)
+    src: str  # the source file (a str, not a Path: 40,000 of them at 10,000 works)
     out_dir: str  # "images/<id>"
     stem: str  # "1", "2", ... or "draft"
     meta: dict = field(default_factory=dict)  # filled by images.py: sizes, colour, files
@@ -47,11 +54,6 @@ class Picture:
     def ok(self) -> bool:
         return bool(self.meta)
 
-    @property
-    def slot(self) -> str:
-        """Its key in the manifest's sources: ``images/<id>/<stem>``."""
-        return f"{self.out_dir}/{self.stem}"
-
 
 @dataclass
 class Variation:
@@ -59,138 +61,196 @@ class Variation:
     picture: Picture
 
 
-@dataclass
+@dataclass(eq=False)
 class Work:
+    """A work as the list pages show it, and what the build knows of its images.
+
+    ``pictures`` are its sources (variations by number, then the draft), None for a work the
+    build takes whole from the last one (its images unchanged: ``record`` is all it needs).
+    ``record`` is its line in the manifest (images.py), ``digest`` the key of everything its
+    pages show (``content``: what it was read from; and its record). ``variations`` and
+    ``draft`` hold recipes only while its own page is rendered (:func:`load`)."""
+
     id: str
     title: str
     description: str
     created: str  # first publication: the oldest variation's `created`
     updated: str  # the newest variation's `created`
     tags: list[str]
-    variations: list[Variation]
-    draft: Variation | None  # the txt2img image it came from (None when gone)
-    draft_id: str = ""  # that draft's id (work.json's "draft"), even when it is gone
+    prompt: str  # the cover's prompt (the feed; a page's description)
+    draft_id: str  # its draft's id (work.json's "draft"), even when the draft is gone
+    old_draft: bool = False  # its draft was read from content/drafts (a work made before copies)
+    content: str = ""  # sha256 of what it was read as: its summary, recipes and pictures
+    listing: str = ""  # what it was read from (its folder's listing: collect's cache key)
+    cacheable: bool = True  # read without a problem (one with a problem is read, and reports it, again)
+    pictures: list[Picture] | None = None
+    record: bytes = b""
+    digest: str = ""
+    variations: list[Variation] | None = None
+    draft: Variation | None = None
+    parsed: dict | None = None  # {stem: meta} of its record, once known (images.py, or :attr:`metas`)
+
+    @property
+    def metas(self) -> dict[str, dict]:
+        """Its encoded pictures' meta by stem, from its record (parsed when a page needs it)."""
+        if self.parsed is None:
+            self.parsed = {stem: entry["meta"] for stem, entry in record_entries(self.record)}
+        return self.parsed
+
+    @property
+    def cover_meta(self) -> dict:
+        """The first variation's meta: its tile, its Open Graph image."""
+        return next(meta for stem, meta in self.metas.items() if stem != "draft")
 
     @property
     def cover(self) -> Variation:
+        """The first variation, recipe included (only while loaded: :func:`load`)."""
         return self.variations[0]
 
-    @property
-    def pictures(self) -> list[Picture]:
-        """Every image the work shows: its variations, then its draft."""
-        return [v.picture for v in (*self.variations, *([self.draft] if self.draft else []))]
+    def summary(self) -> list:
+        """What the works cache keeps of it (see :func:`from_summary`)."""
+        return [
+            self.title,
+            self.description,
+            self.created,
+            self.updated,
+            self.tags,
+            self.prompt,
+            self.draft_id,
+            self.old_draft,
+        ]
 
 
-def collect(
-    content: Content, problems: list[str], snapshot: dict | None = None, cache: dict | None = None
-) -> list[Work]:
+def from_summary(work_id: str, summary: list) -> Work:
+    title, description, created, updated, tags, prompt, draft_id, old_draft = summary
+    return Work(work_id, title, description, created, updated, tags, prompt, draft_id, old_draft)
+
+
+def collect(content: Content, problems: list[str], snapshot: dict, cache: dict | None = None) -> list[Work]:
     """Every publishable work, newest first (by first publication, then id).
 
     ``snapshot``: the files of each work folder as the build's stamp listed them
-    (stamp.works_snapshot), so that which files exist is known without a stat each (10,000
-    works are 50,000 files). ``cache``: the works as the last build read them, {id: {"key",
-    "work"}}; a work whose folder (and, for an older work, whose draft folder) lists the same
-    files, sizes, mtimes and inodes is taken from it instead of read again (10,000 works are
-    20,000 JSON files to read and type); updated in place to today's works. A work read with a
-    problem is not cached: the next build reads it, and reports the problem, again."""
-    works, fresh = [], {}
-    for work_id in content.works():
-        listed = snapshot.get(work_id) if snapshot is not None else None
-        names = {row[0] for row in listed} if listed is not None else None
-        hit = cache.get(work_id) if cache is not None and listed is not None else None
-        work = _cached(content, work_id, hit, listed, names)
-        if work:
-            fresh[work_id] = hit
-        else:
+    (stamp.works_snapshot): which works there are, and which files, without a stat each.
+    ``cache``: {id: (listing_key, summary)} of the works cache (cache.py); a work whose folder (and,
+    for an older work, whose draft folder) lists the same files, sizes, mtimes and inodes is
+    taken from it (``pictures`` None, for images.py to settle) instead of read again. Every work
+    gets ``listing``: what it was read from, for the cache."""
+    works, cache = [], cache or {}
+    for work_id, listed in snapshot.items():
+        if listed is None and DRAFT_ID.match(work_id):
+            problems.append(f"{content.work_folder(work_id)}: cannot be read; work skipped")
+        if not (DRAFT_ID.match(work_id) and listed and has_file(listed, "work.json")):
+            continue
+        hit = cache.get(work_id)
+        work = _cached(content, work_id, listed, hit) if hit else None
+        if work is None:
             before = len(problems)
-            work = _read_work(content, work_id, problems, _Files(names))
-            key = _cache_key(content, work_id, listed, names, work.draft_id) if work and listed is not None else None
-            if key and len(problems) == before:
-                fresh[work_id] = {"key": key, "work": _to_cache(work)}
+            work = _read_work(content, work_id, problems, _Files(listed))
+            if work:
+                work.listing = source_listing(content, work_id, listed, work.old_draft and work.draft_id)
+                work.cacheable = len(problems) == before
         if work:
             works.append(work)
-    if cache is not None:
-        cache.clear()
-        cache.update(fresh)
     return sorted(works, key=lambda w: (w.created, w.id), reverse=True)
 
 
-def _cached(content: Content, work_id: str, hit, listed, names) -> Work | None:
-    if not isinstance(hit, dict) or not isinstance(hit.get("work"), dict):
-        return None
+def _cached(content: Content, work_id: str, listed: str, hit: tuple) -> Work | None:
+    key, summary = hit
     try:
-        if hit.get("key") != _cache_key(content, work_id, listed, names, hit["work"].get("draft_id")):
-            return None
-        return _from_cache(work_id, hit["work"])
-    except (KeyError, TypeError, ValueError):  # a cache of another aiimg, or edited by hand: read the work
+        work = from_summary(work_id, summary)
+        work.listing = source_listing(content, work_id, listed, work.old_draft and work.draft_id)
+    except (AiimgError, TypeError, ValueError):  # a cache of another aiimg, or edited by hand: read the work
         return None
+    return work if listing_key(work.listing) == key else None
 
 
-def _cache_key(content: Content, work_id: str, listed: list, names: set[str], draft_id) -> str | None:
-    """Of what the work was read from: its folder's listing, and an older work's draft folder."""
-    parts = [listed]
-    if "draft.json" not in names and draft_id:  # no copy of its draft: read from content/drafts
-        try:
-            parts.append(listing(str(content.draft_folder(check_id(draft_id)))))
-        except AiimgError:
-            return None
-    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()
+def listing_key(listed: str) -> str:
+    """What the works cache keeps of a listing (10,000 of them on every build)."""
+    return hashlib.sha1(listed.encode()).hexdigest()
 
 
-def _to_cache(work: Work) -> dict:
-    return {
-        "title": work.title,
-        "description": work.description,
-        "created": work.created,
-        "updated": work.updated,
-        "tags": work.tags,
-        "draft_id": work.draft_id,
-        "variations": [[v.recipe, v.picture.src, v.picture.stem] for v in work.variations],
-        "draft": [work.draft.recipe, work.draft.picture.src] if work.draft else None,
-    }
+def source_listing(content: Content, work_id: str, listed: str, old_draft: str | bool) -> str:
+    """What a work is read from: its folder's listing and, for an older work, its draft
+    folder's (an AiimgError for a bad draft id)."""
+    if not old_draft:
+        return listed
+    return f"{listed}\n\n{listing(str(content.draft_folder(check_id(old_draft))))}"
 
 
-def _from_cache(work_id: str, data: dict) -> Work:
-    out_dir = f"images/{work_id}"
-    variations = [Variation(recipe, Picture(src, out_dir, stem)) for recipe, src, stem in data["variations"]]
-    draft = data["draft"]
-    draft = Variation(draft[0], Picture(draft[1], out_dir, "draft")) if draft else None
-    work = Work(
-        work_id, data["title"], data["description"], data["created"], data["updated"], data["tags"], variations, draft
-    )
-    work.draft_id = data["draft_id"]
-    return work
-
-
-def listing(folder: str) -> list | None:
-    """[[name, size, mtime_ns, inode], ...] of the files in ``folder`` and in its sub-folders
-    (``finished/1.png``: a finished copy is part of its work), by name; None when unreadable."""
+def listing(folder: str) -> str | None:
+    """``name<TAB>size<TAB>mtime_ns<TAB>inode`` of each file in ``folder`` and in its sub-folders
+    (``finished/1.png``: a finished copy is part of its work), a line each, by name; None when
+    unreadable. A string, not rows: 10,000 works are 50,000 files, compared and hashed on every
+    build."""
     rows = []
     try:
         with os.scandir(folder) as found:
             for e in found:
                 if e.is_file():
                     st = e.stat()
-                    rows.append([e.name, st.st_size, st.st_mtime_ns, st.st_ino])
+                    rows.append(f"{e.name}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}")
                 elif e.is_dir() and e.name[0] != ".":
-                    rows += [[f"{e.name}/{row[0]}", *row[1:]] for row in listing(e.path) or [] if "/" not in row[0]]
+                    rows += [f"{e.name}/{row}" for row in _rows(listing(e.path)) if "/" not in row.split("\t", 1)[0]]
     except OSError:
         return None
-    rows.sort()  # by name: names are unique, so the sort never looks further
-    return rows
+    rows.sort()  # by name: names are unique and hold no tab, so the sort never looks further
+    return "\n".join(rows)
+
+
+def _rows(listed: str | None) -> list[str]:
+    return listed.split("\n") if listed else []
+
+
+def listed_files(listed: str | None) -> dict[str, list[int]]:
+    """{file name: [size, mtime_ns, inode]} of a :func:`listing`."""
+    files = {}
+    for row in _rows(listed):
+        name, *stat = row.split("\t")
+        files[name] = [int(n) for n in stat]
+    return files
+
+
+def has_file(listed: str, name: str) -> bool:
+    return listed.startswith(name + "\t") or f"\n{name}\t" in listed
 
 
 class _Files:
-    """Whether a file of one work folder exists: from the snapshot's names when there is one."""
+    """Whether a file of one work folder exists: from the snapshot's listing."""
 
-    def __init__(self, names: set[str] | None):
-        self.names = names
+    def __init__(self, listed: str):
+        self.listed = listed
 
     def there(self, path: Path) -> bool:
-        return path.name in self.names if self.names is not None else path.is_file()
+        return has_file(self.listed, path.name)
 
 
-def _read_work(content: Content, work_id: str, problems: list[str], files: _Files) -> Work | None:
+def load(content: Content, work: Work) -> bool:
+    """Read the work's recipes again for its own page: ``variations`` and ``draft``, with the
+    metas of its record. False when it cannot be read now (changed since it was listed: the next
+    build reads it again)."""
+    problems: list[str] = []
+    fresh = _read_work(content, work.id, problems, None, keep=True)
+    if fresh is None:
+        return False
+    metas = work.metas
+    work.variations = [
+        Variation(v.recipe, Picture("", v.picture.out_dir, v.picture.stem, metas[v.picture.stem]))
+        for v in fresh.variations
+        if v.picture.stem in metas
+    ]
+    draft = fresh.draft if fresh.draft and "draft" in metas else None
+    work.draft = Variation(draft.recipe, Picture("", draft.picture.out_dir, "draft", metas["draft"])) if draft else None
+    return bool(work.variations)
+
+
+def unload(work: Work) -> None:
+    """Drop its recipes once its page is made."""
+    work.variations, work.draft = None, None
+
+
+def _read_work(content: Content, work_id: str, problems: list[str], files: _Files | None, keep=False) -> Work | None:
+    """The work as it is on disk now, with its pictures; its recipes only when ``keep``."""
+    files = files or _Files(listing(str(content.work_folder(work_id))) or "")
     try:
         record = content.read_work(check_id(work_id))
         variations = _variations(content, work_id, record.variations, problems, files)
@@ -201,9 +261,22 @@ def _read_work(content: Content, work_id: str, problems: list[str], files: _File
         return None  # no variation yet: nothing to publish
     meta = _read_meta(content, work_id, problems, files)
     draft_id = record.draft or work_id
-    work = _work(work_id, variations, _draft(content, work_id, draft_id, problems, files), meta)
+    draft = _draft(content, work_id, draft_id, problems, files)
+    work = _work(work_id, variations, draft, meta)
     work.draft_id = draft_id
+    work.old_draft = bool(draft) and draft.picture.src != str(content.work_draft_image(work_id))
+    work.pictures = [v.picture for v in (*variations, *([draft] if draft else []))]
+    work.content = _content_key(work, variations, draft)
+    if keep:
+        work.variations, work.draft = variations, draft
     return work
+
+
+def _content_key(work: Work, variations: list[Variation], draft: Variation | None) -> str:
+    """Of everything the work's pages show from content/ (the images apart: their keys are in
+    its record). Where the sources lie does not show."""
+    shown = [work.summary(), [[v.recipe, v.picture.stem] for v in variations], draft.recipe if draft else None]
+    return hashlib.sha256(json.dumps(shown, sort_keys=True).encode()).hexdigest()
 
 
 def _variations(content: Content, work_id: str, recipes: list, problems: list[str], files: _Files) -> list[Variation]:
@@ -267,7 +340,9 @@ def _work(work_id: str, variations: list[Variation], draft: Variation | None, me
     tags = tags_of([v.recipe for v in variations], meta.get("tags", []))
     picks = tags_of([variations[0].recipe], [])
     title = _clean(meta.get("title", "")) or " · ".join(picks) or work_id
-    return Work(work_id, title, _clean(meta.get("description", "")), created[0], created[-1], tags, variations, draft)
+    prompt = str(variations[0].recipe.get("prompt", ""))
+    description = _clean(meta.get("description", ""))
+    return Work(work_id, title, description, created[0], created[-1], tags, prompt, "")
 
 
 def tags_of(recipes: list[dict], extra: list[str]) -> list[str]:

@@ -55,8 +55,17 @@ from PIL import Image, features
 
 from pipeline.errors import AiimgError
 from pipeline.files import atomic_copy, atomic_write_bytes
-from pipeline.gallery.collect import Picture
-from pipeline.gallery.output import Output
+from pipeline.gallery.cache import WorksCache
+from pipeline.gallery.collect import Picture, Work
+from pipeline.gallery.output import (
+    IMAGE_PARTS,
+    Output,
+    image_files,
+    original_files,
+    record_bytes,
+    record_entries,
+    record_line,
+)
 
 ENCODER_VERSION = 3  # bump when the encoding below changes: every image is re-encoded once
 # libwebp effort 0..6. Measured on ~1 MP art: method 2 makes files as small as Pillow's
@@ -93,61 +102,96 @@ def original_settings_of(site) -> dict:
     return settings
 
 
+def settings_text(site) -> str:
+    """Every image setting, as the works cache records them: other settings, other keys."""
+    return json.dumps({**settings_of(site), **original_settings_of(site)}, sort_keys=True)
+
+
 def encode_all(
-    pictures: list[Picture],
-    site,
-    out: Output,
-    previous: dict,
-    hashes: dict,
-    problems: list[str],
-    stats: dict | None = None,
-    pool=None,
+    works: list[Work], site, out: Output, cache: WorksCache, problems: list[str], pool=None, verified=False
 ) -> dict:
-    """Fill every picture's ``meta``; returns {"made": n, "reused": n, "sources": manifest part,
-    "encoded": slots encoded now}. ``hashes`` is the cache of source digests (see
-    :func:`hash_files`), updated in place; ``stats`` the sources' stat keys when already known;
-    ``previous`` empty re-encodes every image; ``pool``: :func:`workers` (None: encode here)."""
+    """Settle every work's images: its ``record`` (its line in the manifest; empty when no
+    variation could be read) and ``digest``. A work taken whole from the last build (the same
+    listing and image settings, ``verified``: the manifest and the cache as the last build left
+    them, and its images folder untouched) keeps its line as it was read, unparsed. The others'
+    sources are hashed (an unchanged file by its cached digest) and each picture reused (same
+    key, files there) or encoded, in parallel (``pool``: :func:`workers`; None: here). Returns
+    {"made", "reused", "encoded": ids of the works with a picture encoded now, "bytes": the
+    images' bytes by part of the size budget}."""
+    whole = verified and cache.settings == settings_text(site)
+    todo, reused, size = [], 0, dict.fromkeys(IMAGE_PARTS.values(), 0)
+    for work in works:
+        known = cache.digest_and_counts(work.id) if whole and work.pictures is None else None
+        line = out.previous["records"].get(work.id)
+        if known and line and out.trusted(f"images/{work.id}"):
+            work.record, work.digest = line, known[0]
+            reused += known[1][0]
+            for part, n in zip(IMAGE_PARTS.values(), known[1][1:]):
+                size[part] += n
+            out.records[work.id] = line
+            cache.keep(work)
+            continue
+        if work.pictures is None:
+            cache.fill(work)
+        todo.append(work)
+    made, hashes = _settle(todo, site, out, cache, problems, pool)
+    for work in todo:
+        if work.record:
+            counts = [sum(p.ok for p in work.pictures), *record_bytes(work.record).values()]
+            reused += counts[0] - len(made.get(work.id, ()))
+            for part, n in zip(IMAGE_PARTS.values(), counts[1:]):
+                size[part] += n
+            out.records[work.id] = work.record
+            if work.cacheable:
+                cache.put(work, counts, hashes)
+    for work in todo:  # the encoding processes wrote there (or tried to)
+        out.touch(f"images/{work.id}/")
+    encoded = {wid for wid, stems in made.items() if stems}
+    return {"made": sum(len(s) for s in made.values()), "reused": reused, "encoded": encoded, "bytes": size}
+
+
+def _settle(works: list[Work], site, out: Output, cache: WorksCache, problems: list[str], pool) -> tuple[dict, dict]:
+    """Hash, reuse or encode the pictures of ``works``; give each its record and digest.
+    Returns ({work id: stems encoded now}, the sources' hashes)."""
     settings, osettings = settings_of(site), original_settings_of(site)
-    digests = hash_files([p.src for p in pictures], hashes, stats)
+    pictures = [p for w in works for p in w.pictures]
+    hashes = cache.hashes(works)
+    digests = hash_files([p.src for p in pictures], hashes, cache.stats(works))
     text, otext = json.dumps(settings, sort_keys=True), json.dumps(osettings, sort_keys=True)
     keys = {p.src: (_key(digests[p.src], text), _key(digests[p.src], otext)) for p in pictures}
-    jobs, reused = [], 0
-    for pic in pictures:
-        key, okey = keys[pic.src]
-        old = previous.get(pic.slot, {})
-        meta = old.get("meta") or {}
-        images_ok = old.get("key") == key and meta and all(out.exists(f) for f in image_files(meta))
-        original_ok = images_ok and old.get("original_key") == okey and all(out.exists(f) for f in original_files(meta))
-        if original_ok:
-            pic.meta = meta
-            reused += 1
-        else:  # what is still good is kept: a new `originals` re-encodes the originals alone
-            jobs.append((pic, key, okey, {} if not images_ok else meta))
+    jobs: list[tuple[Picture, str, str, dict]] = []
+    for work in works:
+        old = dict(record_entries(out.previous["records"].get(work.id, b"")))
+        for pic in work.pictures:
+            _reuse(pic, keys[pic.src], old.get(pic.stem) or {}, out, jobs)
     _run(jobs, {**settings, **osettings}, out.root, problems, pool)
-    sources = {
-        p.slot: {"key": keys[p.src][0], "original_key": keys[p.src][1], "meta": p.meta} for p in pictures if p.ok
-    }
-    for pic in pictures:
-        for rel in files_of(pic.meta):
-            out.keep(rel)
-    encoded = {p.slot for p, *_ in jobs if p.ok}
-    return {"made": len(encoded), "reused": reused, "sources": sources, "encoded": encoded}
+    queued = {id(pic) for pic, *_ in jobs}
+    made = {w.id: {p.stem for p in w.pictures if id(p) in queued and p.ok} for w in works}
+    for work in works:
+        _record(work, keys)
+    return made, hashes
 
 
-def image_files(meta: dict) -> list[str]:
-    """The thumbnails and display images of one encoded picture."""
-    groups = [meta.get(k) or [] for k in ("thumb", "display", "thumb_avif", "display_avif")]
-    return [f for g in groups for f, _, _ in g]
+def _reuse(pic: Picture, keys: tuple[str, str], old: dict, out: Output, jobs: list) -> None:
+    """Reuse what is still good of the last build's encoding of ``pic``; queue the rest in
+    ``jobs`` (a new ``originals`` re-encodes the originals alone)."""
+    key, okey = keys
+    meta = old.get("meta") or {}
+    images_ok = old.get("key") == key and meta and all(out.exists(f, made_last=True) for f in image_files(meta))
+    if images_ok and old.get("original_key") == okey and all(out.exists(f, True) for f in original_files(meta)):
+        pic.meta = meta
+    else:
+        jobs.append((pic, key, okey, meta if images_ok else {}))
 
 
-def original_files(meta: dict) -> list[str]:
-    """Its published original, if any (with originals = "none", ``original`` is a display image)."""
-    return [meta["original"]] if meta.get("original") and meta.get("original_format") else []
-
-
-def files_of(meta: dict) -> list[str]:
-    """Every output file one encoded picture owns."""
-    return image_files(meta) + original_files(meta)
+def _record(work: Work, keys: dict) -> None:
+    """Its line in the manifest (its readable pictures; empty without a readable variation) and
+    its digest: what it shows and its images."""
+    ok = [p for p in work.pictures if p.ok]
+    entries = [(p.stem, {"key": keys[p.src][0], "original_key": keys[p.src][1], "meta": p.meta}) for p in ok]
+    work.record = record_line(work.id, entries) if any(p.stem != "draft" for p in ok) else b""
+    work.parsed = {p.stem: p.meta for p in ok}  # what the pages read: the same dicts, not a parse of the line
+    work.digest = hashlib.sha256(work.content.encode() + b"\n" + work.record).hexdigest()
 
 
 def hash_files(paths: list[str], cache: dict, stats: dict | None = None) -> dict[str, str]:

@@ -1,21 +1,27 @@
 """The output folder and the build manifest that makes builds incremental.
 
-``output/.aiimg-build.json`` (written last, sorted keys, no times: it is deterministic too)::
+``output/.aiimg-build.json`` (written last; no times: it is deterministic too) is JSON Lines:
+the first line is the build's own files, then one line per work, by id, its images::
 
-    {
-      "format": 1,
-      "files":   ["404.html", "assets/site-<hash>.css", "images/<id>/1-<key>-420.webp", ...],
-      "sources": {"images/<id>/1": {"key": "<12 hex>", "meta": {w, h, color, thumb, display,
-                  thumb_avif, display_avif, original}}, ...},
-      "pages":   {"works/<id>/index.html": "<sha256 of everything the page is rendered from>", ...},
-      "sizes":   {"index.html": 10512, ...}     bytes of every file that is not an image (images
-                                                 carry theirs in their meta): the size budget
-    }
+    {"files": {"404.html": 2298, "index.html": 10512, ...}, "format": 2,
+     "pages": {"index.html": "<sha256 of everything the page is rendered from>", ...}}
+    ["<id>", [["1", {"key": "<12 hex>", "original_key": "<12 hex>", "meta": {w, h, color, thumb,
+              display, thumb_avif, display_avif, original, original_format, bytes}}],
+              ["2", {...}], ..., ["draft", {...}]]]
+    ...
 
-``files`` is every file the last build owned: a file listed there and not made again is
-stale (a removed work, an old image key) and is deleted. Files the build never made (a
-``CNAME`` you added) are left alone. ``sources`` lets an unchanged image be reused, ``pages`` an unchanged page
-go unrendered (its inputs, the templates and the settings are all in its key).
+``files`` is every file the last build made that is not an image, with its bytes (the size
+budget); a work's images are the files its line names, all in ``images/<id>/``. A file the
+last build made and this one does not is stale (a removed work, an old image key) and is
+deleted. Files the build never made (a ``CNAME`` you added) are left alone. A work's line lets
+its images be reused (images.py), ``pages`` an unchanged page go unrendered (its inputs, the
+templates and the settings are all in its key).
+
+One line a work, so that a build parses only the works it touches: a work whose images did not
+change keeps its line as it was read, bytes never parsed nor even decoded (10,000 works are
+~20 MB of lines, 40,000 pictures of meta: parsing them all would cost more than the rest of a
+one-work rebuild).
+A manifest of format 1 (one JSON object) is read too, once.
 
 Every path is relative to output/ and checked by :meth:`Output.path` before use: no ``..``,
 no absolute path, nothing that resolves outside output/.
@@ -30,17 +36,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import zlib
 from pathlib import Path
 
 from pipeline.errors import AiimgError
 from pipeline.files import atomic_write_bytes, clean_temp
 
 MANIFEST = ".aiimg-build.json"
-FORMAT = 1
+FORMAT = 2
 DEPTH = 4  # the deepest folder a build writes to: tags/<slug>/page/<n>/ (images/<id>/ is 2)
 # what takes the room in output/, in the order the build reports it (the size budget)
 SIZE_PARTS = ("originals", "display images", "thumbnails", "pages", "search index")
 SEARCH_FILES = ("pagefind/", ".aiimg-search.json")  # the search index (search.py) and its record
+IMAGE_PARTS = {"original": "originals", "display": "display images", "thumb": "thumbnails"}  # meta["bytes"]
 
 
 def clean_debris(root: Path, changed: list[str] | None = None, known: set[str] = frozenset()) -> int:
@@ -76,19 +84,79 @@ def _level(rel: str) -> int:
     return rel.count("/") + 1 if rel else 0
 
 
+# -- a work's line: its images ---------------------------------------------------------------
+
+
+def record_line(work_id: str, entries: list[tuple[str, dict]]) -> bytes:
+    """A work's line: [id, [[stem, {key, original_key, meta}], ...]], stems in the order given
+    (variations by number, then the draft), keys sorted: the same images, the same line."""
+    return json.dumps([work_id, entries], sort_keys=True, separators=(",", ":")).encode()
+
+
+def record_entries(line: bytes) -> list[tuple[str, dict]]:
+    """[(stem, {key, original_key, meta}), ...] of a work's line ([] for b"" or a bad one)."""
+    try:
+        _, entries = json.loads(line)
+        return [(str(stem), entry) for stem, entry in entries if isinstance(entry, dict) and entry.get("meta")]
+    except (ValueError, TypeError):
+        return []
+
+
+def record_files(line: bytes) -> set[str]:
+    """Every output file a work's line names."""
+    return {rel for _, entry in record_entries(line) for rel in files_of(entry["meta"])}
+
+
+def record_bytes(line: bytes) -> dict[str, int]:
+    """Its bytes by part of the size budget (SIZE_PARTS)."""
+    size = dict.fromkeys(IMAGE_PARTS.values(), 0)
+    for _, entry in record_entries(line):
+        for kind, n in (entry["meta"].get("bytes") or {}).items():
+            size[IMAGE_PARTS[kind]] += n
+    return size
+
+
+def image_files(meta: dict) -> list[str]:
+    """The thumbnails and display images of one encoded picture."""
+    groups = [meta.get(k) or [] for k in ("thumb", "display", "thumb_avif", "display_avif")]
+    return [f for g in groups for f, _, _ in g]
+
+
+def original_files(meta: dict) -> list[str]:
+    """Its published original, if any (with originals = "none", ``original`` is a display image)."""
+    return [meta["original"]] if meta.get("original") and meta.get("original_format") else []
+
+
+def files_of(meta: dict) -> list[str]:
+    """Every output file one encoded picture owns."""
+    return image_files(meta) + original_files(meta)
+
+
+def line_id(line: bytes) -> str:
+    """A work line's id, without parsing the line (ids are checked before they become paths)."""
+    end = line.find(b'"', 2) if line.startswith(b'["') else -1
+    return line[2:end].decode("utf-8", "replace") if end > 0 else ""
+
+
+# -- the output folder -----------------------------------------------------------------------
+
+
 class Output:
-    def __init__(self, root: Path, previous_pages: dict[str, str] | None = None, previous_sizes: dict | None = None):
+    """What this build makes in output/: ``files`` (every file but the images) with their
+    ``sizes``, ``pages`` (their keys), ``records`` (each work's line: its images)."""
+
+    def __init__(self, root: Path, previous: dict | None = None):
         self.root = Path(root)
-        self.previous_pages = previous_pages or {}
-        self.previous_sizes = previous_sizes or {}
+        self.previous = previous or empty_manifest()
         self.pages: dict[str, str] = {}
         self.files: set[str] = set()
         self.sizes: dict[str, int] = {}  # bytes of the files written or kept here that are not images
+        self.records: dict[str, bytes] = {}
         self.written: list[str] = []
+        self.unchanged: list[str] = []
+        self.touched: set[str] = set()  # every folder a file was written to or removed from, and those above
         self._listings: dict[str, set[str]] = {}
         self._trusted: set[str] = set()
-        self._known: set[str] = set()
-        self.unchanged: list[str] = []
 
     def path(self, rel: str) -> Path:
         """The absolute path of ``rel``, refusing anything that could leave output/. A pure
@@ -96,17 +164,19 @@ class Output:
         slugs are validated before they get here; this is the last line of defence."""
         return self.root / check_rel(rel, self.root)
 
-    def trust(self, folders: set[str], files: list[str]) -> None:
-        """``folders`` are as the last build left them (stamp.output_changes), so the files of
-        its manifest (``files``) in them are there: no listing needed to say so."""
-        self._trusted, self._known = folders, set(files) if folders else set()
+    def trusted(self, folder: str) -> bool:
+        return folder in self._trusted
 
-    def exists(self, rel: str) -> bool:
-        """Whether the file is there: a file of the last build in a folder as it left it, or
-        from one listing per folder (a build asks for 100,000 files at 10,000 works: one scandir
-        per folder, not a stat per file; strings, not Paths)."""
+    def trust(self, folders: set[str]) -> None:
+        """``folders`` are as the last build left them (stamp.output_changes), so the files of
+        its manifest in them are there: no listing needed to say so."""
+        self._trusted = folders
+
+    def exists(self, rel: str, made_last: bool = False) -> bool:
+        """Whether the file is there: a file the last build made (``made_last``: named by its
+        manifest) in a folder as it left it, or from one listing per folder (strings, not Paths)."""
         folder, _, name = check_rel(rel, self.root).rpartition("/")
-        if folder in self._trusted and rel in self._known:
+        if folder in self._trusted and (made_last or rel in self.previous["files"]):
             return True
         if folder not in self._listings:
             try:
@@ -115,68 +185,107 @@ class Output:
                 self._listings[folder] = set()
         return name in self._listings[folder]
 
-    def keep(self, rel: str) -> None:
-        check_rel(rel, self.root)
-        self.files.add(rel)
+    def keep(self, rel: str, size: int) -> None:
+        """A file that is not an image, of ``size`` bytes, is part of this build."""
+        self.files.add(check_rel(rel, self.root))
+        self.sizes[rel] = size
 
     def reuse_page(self, rel: str, key: str) -> bool:
         """True (and the page kept as it is) when it was made last time from the same inputs."""
-        if self.previous_pages.get(rel) != key or not self.exists(rel):
+        if self.previous["pages"].get(rel) != key or not self.exists(rel, made_last=True):
             return False
-        self.files.add(rel)
+        self.files.add(rel)  # checked by exists()
+        self.sizes[rel] = self.previous["files"].get(rel, 0)
         self.pages[rel] = key
         self.unchanged.append(rel)
-        if rel in self.previous_sizes:
-            self.sizes[rel] = self.previous_sizes[rel]
         return True
+
+    def keep_previous(self, rel: str) -> None:
+        """Keep a page the last build made, under its old key (a page that could not be made
+        now: the next build makes it)."""
+        if rel in self.previous["pages"] and self.exists(rel, made_last=True):
+            self.keep(rel, self.previous["files"].get(rel, 0))
+            self.pages[rel] = self.previous["pages"][rel]
+            self.unchanged.append(rel)
 
     def write_page(self, rel: str, key: str, html: str) -> None:
         self.pages[rel] = key
         self.write(rel, html)
 
-    def write(self, rel: str, data: bytes | str) -> None:
-        """Write only when the bytes differ: unchanged pages keep their mtime (and CDN caches)."""
+    def write(self, rel: str, data: bytes | str) -> bool:
+        """Write only when the bytes differ: unchanged pages keep their mtime (and CDN caches).
+        True when written."""
         data = data.encode("utf-8") if isinstance(data, str) else data
         full = self.path(rel)
-        self.files.add(rel)
-        self.sizes[rel] = len(data)
+        self.keep(rel, len(data))
         try:
             if full.read_bytes() == data:
                 self.unchanged.append(rel)
-                return
+                return False
         except OSError:
             pass
         atomic_write_bytes(full, data, durable=False)
         self.written.append(rel)
+        self.touch(rel)
+        return True
+
+    def touch(self, rel: str) -> None:
+        """A file was written or removed here: its folder and those above it changed (a new
+        folder changes its parent)."""
+        folder = rel.rpartition("/")[0]
+        while folder not in self.touched:
+            self.touched.add(folder)
+            if not folder:
+                break
+            folder = folder.rpartition("/")[0]
 
     def folders(self) -> list[str]:
         """Every folder that holds a file of this build, and every folder above it ("" is output/)."""
         found = {""}
-        for rel in self.files:
-            folder = rel.rpartition("/")[0]
+        for folder in [rel.rpartition("/")[0] for rel in self.files] + [f"images/{wid}" for wid in self.records]:
             while folder not in found:
                 found.add(folder)
                 folder = folder.rpartition("/")[0]
         return sorted(found)
 
-    def remove_stale(self, previous_files: list[str]) -> list[str]:
+    def stale(self) -> list[str]:
+        """What the last build made and this one did not: its other files, and the images of
+        each work whose line changed or is gone (a work whose line is the same has the same files)."""
+        gone = set(self.previous["files"]) - self.files
+        for wid, line in self.previous["records"].items():
+            now = self.records.get(wid)
+            if now != line:
+                gone |= record_files(line) - (record_files(now) if now else set())
+        return sorted(gone)
+
+    def remove_stale(self) -> list[str]:
         """Delete what the last build made and this one did not; prune emptied folders."""
-        removed = []
-        for rel in sorted(set(previous_files) - self.files):
-            try:
-                self.path(rel).unlink()
-                removed.append(rel)
-            except (OSError, AiimgError):
-                continue
-            self._prune(self.path(rel).parent)
+        removed = remove(self.root, self.stale())
+        for rel in removed:
+            self.touch(rel)
         return removed
 
-    def _prune(self, folder: Path) -> None:
-        root = self.root.resolve()
-        while folder.resolve() != root and folder.is_dir() and not any(folder.iterdir()):
-            with contextlib.suppress(OSError):  # an empty folder left behind is harmless
-                folder.rmdir()
-            folder = folder.parent
+
+def remove(root: Path, files: list[str]) -> list[str]:
+    """Delete ``files`` (paths under output/), pruning emptied folders; returns those removed."""
+    removed = []
+    for rel in files:
+        try:
+            path = Path(root) / check_rel(rel, root)
+            path.unlink()
+            removed.append(rel)
+        except (OSError, AiimgError):
+            continue
+        _prune(Path(root), path.parent)
+    return removed
+
+
+def _prune(root: Path, folder: Path) -> None:
+    top = root.resolve()
+    while folder.resolve() != top and folder.is_dir() and not any(folder.iterdir()):
+        with contextlib.suppress(OSError):  # an empty folder left behind is harmless
+            folder.rmdir()
+        folder = folder.parent
 
 
 def check_rel(rel: str, root: Path | str = "output/") -> str:
@@ -186,55 +295,87 @@ def check_rel(rel: str, root: Path | str = "output/") -> str:
     return rel
 
 
+# -- the manifest ----------------------------------------------------------------------------
+
+
+def empty_manifest(crc: int | None = None) -> dict:
+    return {"files": {}, "pages": {}, "records": {}, "format": None, "crc": crc}
+
+
 def read_manifest(root: Path) -> dict:
-    """The last build's manifest, or an empty one (first build, or an unreadable file)."""
+    """The last build's manifest: {"files": {rel: bytes}, "pages": {rel: key}, "records": {id:
+    line}, "format", "crc": a CRC-32 of its bytes (None when there is none)}; empty for a first
+    build or an unreadable file."""
     try:
-        data = json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = {}
+        raw = (Path(root) / MANIFEST).read_bytes()
+    except OSError:
+        return empty_manifest()
+    crc = zlib.crc32(raw)
+    head, _, rest = raw.partition(b"\n")
+    try:
+        data = json.loads(head)
+    except ValueError:
+        return empty_manifest(crc)
+    if isinstance(data, dict) and data.get("format") == 1:
+        return {**_from_format_1(data), "format": 1, "crc": crc}
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        data = {}
-    return {k: data.get(k) or ([] if k == "files" else {}) for k in ("files", "sources", "pages", "sizes")}
+        return empty_manifest(crc)
+    if not all(isinstance(data.get(k), dict) for k in ("files", "pages")):
+        return empty_manifest(crc)
+    records = {line_id(line): line for line in rest.split(b"\n") if line}
+    records.pop("", None)
+    return {"files": data["files"], "pages": data["pages"], "records": records, "format": FORMAT, "crc": crc}
 
 
-def write_manifest(out: Output, sources: dict, previous: dict | None = None) -> int:
-    """Write the manifest unless it would say what ``previous`` (the last one, as read) says: a
-    build that changed nothing touches nothing. Returns its size in bytes."""
-    data = {"files": sorted(out.files), "sources": sources, "pages": out.pages, "sizes": out.sizes}
+def _from_format_1(data: dict) -> dict:
+    """An older aiimg's manifest (one object: files, sources by picture, pages, sizes): its
+    images are reused all the same."""
+    sizes, by_work = data.get("sizes") or {}, {}
+    for slot, entry in sorted((data.get("sources") or {}).items()):
+        _, wid, stem = slot.split("/", 2)
+        by_work.setdefault(wid, []).append((stem, entry))
+    order = lambda item: (item[0] == "draft", int(item[0]) if item[0].isdigit() else 0)  # noqa: E731
+    return {
+        "files": {rel: sizes.get(rel, 0) for rel in data.get("files") or [] if not rel.startswith("images/")},
+        "pages": data.get("pages") or {},
+        "records": {wid: record_line(wid, sorted(entries, key=order)) for wid, entries in by_work.items()},
+    }
+
+
+def manifest_files(manifest: dict) -> list[str]:
+    """Every file a manifest names (--clean removes them all)."""
+    files = set(manifest["files"])
+    for line in manifest["records"].values():
+        files |= record_files(line)
+    return sorted(files)
+
+
+def write_manifest(out: Output) -> tuple[int, int | None]:
+    """Write the manifest unless it would say what the last one (as read) says: a build that
+    changed nothing touches nothing. Returns its size in bytes and its CRC-32."""
     path = out.root / MANIFEST
-    if previous is not None and all(previous.get(k) == v for k, v in data.items()):
+    previous = out.previous
+    same = out.sizes == previous["files"] and out.pages == previous["pages"] and out.records == previous["records"]
+    if same and previous["format"] == FORMAT:
         try:
-            return path.stat().st_size
+            return path.stat().st_size, previous["crc"]
         except OSError:
             pass
-    # the C encoder (fast); one copy of its ~30 MB (10,000 works) at a time
-    text = json.dumps({"format": FORMAT, **data}, sort_keys=True, separators=(",", ":"))
-    payload = text.encode()
-    del text
-    atomic_write_bytes(path, payload + b"\n", durable=False)
-    return len(payload) + 1
+    head = json.dumps({"files": out.sizes, "format": FORMAT, "pages": out.pages}, sort_keys=True, separators=(",", ":"))
+    payload = b"\n".join([head.encode(), *(out.records[wid] for wid in sorted(out.records)), b""])
+    atomic_write_bytes(path, payload, durable=False)
+    out.touch(MANIFEST)
+    return len(payload), zlib.crc32(payload)
 
 
-def site_size(out: Output, sources: dict, manifest_bytes: int) -> dict[str, int]:
-    """Bytes of every file this build owns, by part (SIZE_PARTS). Images carry theirs in their
-    meta and pages were counted as they were written (or by the last build): no stat per file,
-    except for files another step kept without saying their size (the search index)."""
+def site_size(out: Output, image_bytes: dict[str, int], manifest_bytes: int) -> dict[str, int]:
+    """Bytes of every file this build owns, by part (SIZE_PARTS): the images' as their works
+    counted them (images.py), the other files' as they were written (or by the last build):
+    no stat per file."""
     size = dict.fromkeys(SIZE_PARTS, 0)
-    for source in sources.values():
-        counted = source["meta"].get("bytes") or {}
-        size["originals"] += counted.get("original", 0)
-        size["display images"] += counted.get("display", 0)
-        size["thumbnails"] += counted.get("thumb", 0)
+    size.update(image_bytes)
     size["pages"] += manifest_bytes
-    for rel in out.files:
-        if rel.startswith("images/"):  # counted above, by their source
-            continue
-        n = out.sizes.get(rel)
-        if n is None:
-            try:
-                n = out.sizes[rel] = os.stat(out.path(rel)).st_size
-            except OSError:
-                continue
+    for rel, n in out.sizes.items():
         size["search index" if rel.startswith(SEARCH_FILES) else "pages"] += n
     return size
 

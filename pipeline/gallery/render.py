@@ -3,13 +3,16 @@
 Site layout (all links between pages are relative, so the site works under any sub-path;
 only canonical/Open Graph/feed/sitemap URLs are absolute, built from [site] base_url)::
 
-    index.html, page/<n>/index.html        the works, newest first, [site] page_size a page
+    index.html                             the newest works: [site] page_size to twice that, less one
+    page/<n>/index.html                    the older ones, page_size a page, numbered from the oldest
+                                           (page/1/ holds the first works): a full page never
+                                           changes when works are added (see list_pages)
     works/<id>/index.html                  one work: variations, draft, prompt, parameters,
                                            each variation's A1111 generation data
     tags/index.html                        the most used tags with their counts (TOP_TAGS)
     tags/by-name/index.html (+ page/<n>/)  every tag A-Z, TAG_LIST_SIZE a page (only when
                                            there are more than TOP_TAGS)
-    tags/<slug>/index.html (+ page/<n>/)   the works with that tag, [site] page_size a page
+    tags/<slug>/index.html (+ page/<n>/)   the works with that tag, paginated like the index
     search/index.html                      the search page (only with the `search` extra; the
                                            index itself is made by search.py)
     feed.xml  sitemap.xml  robots.txt  404.html  favicon.svg  favicon.ico  .nojekyll
@@ -18,11 +21,17 @@ only canonical/Open Graph/feed/sitemap URLs are absolute, built from [site] base
 
 Templates get user text (prompts, tags, titles) raw; Jinja's autoescape escapes it for HTML
 and XML alike. Tag slugs are ASCII made here, never the tag text itself.
+
+A page is rendered only when its key changed: the key of a list page is made of its works'
+digests (collect.Work), a work page's of its own and its neighbours' ids, so that keeping
+10,000 pages costs a hash each. A work's recipes are read for its own page only (collect.load).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -32,12 +41,15 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import BytecodeCache, Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2.bccache import Bucket
 from PIL import Image
 
 from pipeline import __version__, metadata
+from pipeline.errors import AiimgError
+from pipeline.files import atomic_write_bytes
 from pipeline.gallery import search
-from pipeline.gallery.collect import Picture, Work
+from pipeline.gallery.collect import Work, unload
 from pipeline.gallery.i18n import format_date, strings
 from pipeline.gallery.output import Output
 from pipeline.gallery.stamp import template_files
@@ -62,21 +74,45 @@ class Tag:
     works: list[Work]
 
 
-def render_site(works: list[Work], site, out: Output) -> None:
+def render_site(works: list[Work], site, out: Output, load, problems: list[str], cache_dir: Path) -> None:
+    """Every page whose key changed. ``load(work)``: read a work's recipes for its page
+    (collect.load); a work that cannot be read now keeps its page as it was (a problem).
+    ``cache_dir``: where the compiled templates are kept (:class:`CompiledTemplates`)."""
     env = _environment(site)
+    env.bytecode_cache = CompiledTemplates(cache_dir)
     # with the search extra (and something to find): a search box on every page, the search page
     env.globals["search"] = bool(works) and search.available() is not None
     env.globals["assets"] = _assets(out, env.globals["search"])
     env.globals["env_key"] = _env_key(env, site)
     tags = _tags(works)
-    _grid_pages(env, out, works, "", site.page_size, heading=None)
-    _work_pages(env, out, works, {t.name: t.slug for t in tags})
+    _grid_pages(env, out, works, "", site.page_size)
+    _work_pages(env, out, works, {t.name: t.slug for t in tags}, load, problems)
     _tag_pages(env, out, tags, site.page_size)
     if env.globals["search"]:
         # the search step's files (page, module, index) are written and counted by search.py
         page = env.get_template("search.html").render(root="../", path="search/", og_work=None, batch=SEARCH_BATCH)
         search.write_file(out, "search/index.html", page.encode("utf-8"))
     _extras(env, out, works, tags)
+
+
+class CompiledTemplates(BytecodeCache):
+    """Jinja's compiled templates, a file per template in ``content/.aiimg/gallery-templates/``
+    (a cache: compiling them again costs ~0.1 s, a tenth of a one-work rebuild). Jinja checks
+    each against its template's source and its own version and compiles again when they differ."""
+
+    def __init__(self, where: Path):
+        self.where = Path(where)
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        with contextlib.suppress(OSError):
+            bucket.bytecode_from_string(self._file(bucket).read_bytes())
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        with contextlib.suppress(AiimgError):  # not written: compiled again next time
+            atomic_write_bytes(self._file(bucket), bucket.bytecode_to_string(), durable=False)
+
+    def _file(self, bucket: Bucket) -> Path:
+        return self.where / f"{bucket.key}.bin"
 
 
 def _environment(site) -> Environment:
@@ -106,31 +142,27 @@ def _environment(site) -> Environment:
     return env
 
 
-def _render(env: Environment, out: Output, template: str, path: str, **ctx) -> None:
+def _render(env: Environment, out: Output, template: str, path: str, parts: list[str], ctx: dict, lazy=None) -> None:
     """``path`` is the page's URL path under base_url ("" or "works/<id>/"); the file is
-    <path>index.html. A page whose inputs did not change since the last build is not rendered."""
-    rel, key = path + "index.html", _page_key(env, template, path, ctx)
+    <path>index.html. A page whose inputs (``parts``, see :func:`_key`) did not change since the
+    last build is not rendered; ``lazy()``: more of its context, worked out only to render it."""
+    rel, key = path + "index.html", _key(env, template, path, parts)
     if out.reuse_page(rel, key):
         return
+    ctx = {**ctx, **(lazy() if lazy else {})}
     html = env.get_template(template).render(root="../" * path.count("/"), path=path, **ctx)
     out.write_page(rel, key, html)
 
 
-def _page_key(env: Environment, template: str, path: str, ctx: dict) -> str:
-    text = json.dumps([env.globals["env_key"], template, path, ctx], default=_plain, sort_keys=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def _key(env: Environment, template: str, path: str, parts: list[str]) -> str:
+    """A page's key: of the templates and settings (``env_key``) and of everything it is made
+    from (``parts``: a work is its digest, collect.Work). The parts hold no NUL (hex digests, ids,
+    slugs, JSON), so joining them is unambiguous: 11,000 keys at 10,000 works, a hash each."""
+    return hashlib.sha256("\0".join([env.globals["env_key"], template, path, *parts]).encode()).hexdigest()
 
 
-def _plain(obj):
-    """JSON for what pages are made of; a work (on many pages) is hashed once per build."""
-    if isinstance(obj, Picture):  # where the source lies does not show on any page
-        return {k: v for k, v in obj.__dict__.items() if k != "src"}
-    if isinstance(obj, Work):
-        if "_key" not in obj.__dict__:
-            text = json.dumps(dict(obj.__dict__), default=_plain, sort_keys=True)
-            obj.__dict__["_key"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        return obj.__dict__["_key"]
-    return obj.__dict__
+def _json(data) -> str:
+    return json.dumps(data, sort_keys=True)
 
 
 def _env_key(env: Environment, site) -> str:
@@ -169,34 +201,45 @@ def _static(name: str) -> bytes:
 # -- pages -----------------------------------------------------------------------------------
 
 
-def _grid_pages(env, out: Output, works: list[Work], base: str, size: int, heading, tag: Tag | None = None):
-    chunks = [works[i : i + size] for i in range(0, len(works), size)] or [[]]
-    for n, chunk in enumerate(chunks, 1):
+def _grid_pages(env, out: Output, works: list[Work], base: str, size: int, tag: str | None = None):
+    """A list of works, newest first (the index, or a tag's), paginated by :func:`list_pages`."""
+    pages = list_pages(works, size)
+    for i, (n, chunk) in enumerate(pages):
         page = {
-            "n": n,
-            "total": len(chunks),
-            "newer": _page_path(base, n - 1) if n > 1 else None,
-            "older": _page_path(base, n + 1) if n < len(chunks) else None,
+            "n": n,  # 0: the first page
+            "newer": _page_path(base, pages[i - 1][0]) if i > 0 else None,
+            "older": _page_path(base, pages[i + 1][0]) if i + 1 < len(pages) else None,
         }
-        _render(
-            env,
-            out,
-            "grid.html",
-            _page_path(base, n),
-            works=chunk,
-            page=page,
-            heading=heading,
-            tag=tag,
-            eager=first_row(chunk) if n == 1 else 0,
-            og_work=chunk[0] if chunk else None,
-        )
+        count = len(works) if n == 0 else None  # the first page only: the others never change
+        parts = [_json([page, tag, count]), *(w.digest for w in chunk)]
+        ctx = {"works": chunk, "page": page, "tag": tag, "count": count, "og_work": chunk[0] if chunk else None}
+        # the first row comes from the works' metas (in their digests): read only for a page made now
+        lazy = functools.partial(_eager, chunk if n == 0 else [])
+        _render(env, out, "grid.html", _page_path(base, n), parts, ctx, lazy)
+
+
+def _eager(works: list[Work]) -> dict:
+    return {"eager": first_row(works)}
+
+
+def list_pages(works: list[Work], size: int) -> list[tuple[int, list[Work]]]:
+    """(number, works) of each page of a list of works, newest first, in the order they are
+    browsed. The first page (number 0: the list's index.html) holds the newest works; the
+    others hold ``size`` works each and are numbered from the oldest (page 1: the first works),
+    so a full page never changes when works are added, and the next build renders only the
+    first page again: the first page holds ``size`` to ``2 * size - 1`` works (all of them when
+    there are fewer), and when it would reach ``2 * size`` its older half becomes the next page."""
+    total = len(works)
+    full = max(0, total // size - 1)
+    pages = [(0, works[: total - full * size])]
+    return pages + [(k, works[total - k * size : total - (k - 1) * size]) for k in range(full, 0, -1)]
 
 
 def first_row(works: list[Work]) -> int:
     """How many tiles the grid's first row holds at its widest (see ROW_PX): at least one."""
     used, count = 0.0, 0
     for work in works:
-        _, w, h = work.cover.picture.meta["thumb"][0]
+        _, w, h = work.cover_meta["thumb"][0]
         basis = w / h * ROW_PX
         if count and used + GAP_PX + basis > WIDEST_ROW_PX:
             break
@@ -206,25 +249,26 @@ def first_row(works: list[Work]) -> int:
 
 
 def _page_path(base: str, n: int) -> str:
-    return base if n == 1 else f"{base}page/{n}/"
+    return f"{base}page/{n}/" if n else base
 
 
-def _work_pages(env, out: Output, works: list[Work], slugs: dict[str, str]) -> None:
+def _work_pages(env, out: Output, works: list[Work], slugs: dict[str, str], load, problems: list[str]) -> None:
     for i, work in enumerate(works):
-        newer = works[i - 1] if i > 0 else None
-        older = works[i + 1] if i + 1 < len(works) else None
-        _render(
-            env,
-            out,
-            "work.html",
-            f"works/{work.id}/",
-            work=work,
-            newer=newer,
-            older=older,
-            prompts=_prompt_groups(work),
-            og_work=work,
-            slugs=slugs,
-        )
+        newer = works[i - 1].id if i > 0 else None
+        older = works[i + 1].id if i + 1 < len(works) else None
+        path = f"works/{work.id}/"
+        parts = [work.digest, newer or "", older or "", *(slugs[t] for t in work.tags)]
+        rel, key = path + "index.html", _key(env, "work.html", path, parts)
+        if out.reuse_page(rel, key):
+            continue
+        if not load(work):
+            problems.append(f"{work.id}: changed while the site was built; its page is made at the next build")
+            out.keep_previous(rel)
+            continue
+        ctx = {"work": work, "newer": newer, "older": older, "prompts": _prompt_groups(work), "og_work": work}
+        html = env.get_template("work.html").render(root="../../", path=path, slugs=slugs, **ctx)
+        out.write_page(rel, key, html)
+        unload(work)
 
 
 def _prompt_groups(work: Work) -> list[dict]:
@@ -240,21 +284,27 @@ def _prompt_groups(work: Work) -> list[dict]:
 
 def _tag_pages(env, out: Output, tags: list[Tag], size: int) -> None:
     for tag in tags:
-        _grid_pages(env, out, tag.works, f"tags/{tag.slug}/", size, heading=tag.name, tag=tag)
+        _grid_pages(env, out, tag.works, f"tags/{tag.slug}/", size, tag=tag.name)
     # names, slugs and counts only: thousands of tags make a list of links, never of thumbnails
     rows = [{"name": t.name, "slug": t.slug, "count": len(t.works)} for t in tags]
     top = sorted(rows, key=lambda r: (-r["count"], r["name"]))[:TOP_TAGS]
     chunks = _by_name_chunks(rows) if len(rows) > TOP_TAGS else []
-    _render(env, out, "tags.html", "tags/", tags=top, total=len(rows), by_name=bool(chunks), page=None, og_work=None)
+    ctx = {"tags": top, "total": len(rows), "by_name": bool(chunks), "page": None}
+    _render(env, out, "tags.html", "tags/", [_json(ctx)], {**ctx, "og_work": None})
     for n, chunk in enumerate(chunks, 1):
         page = {
             "n": n,
             "total": len(chunks),
-            "newer": _page_path("tags/by-name/", n - 1) if n > 1 else None,
-            "older": _page_path("tags/by-name/", n + 1) if n < len(chunks) else None,
+            "newer": _by_name_path(n - 1) if n > 1 else None,
+            "older": _by_name_path(n + 1) if n < len(chunks) else None,
         }
-        path = _page_path("tags/by-name/", n)
-        _render(env, out, "tags.html", path, tags=chunk, total=len(rows), by_name=True, page=page, og_work=None)
+        ctx = {"tags": chunk, "total": len(rows), "by_name": True, "page": page}
+        _render(env, out, "tags.html", _by_name_path(n), [_json(ctx)], {**ctx, "og_work": None})
+
+
+def _by_name_path(n: int) -> str:
+    """tags/by-name/ is its first page, tags/by-name/page/2/ the next (A-Z: they all shift anyway)."""
+    return "tags/by-name/" if n == 1 else f"tags/by-name/page/{n}/"
 
 
 def _by_name_chunks(rows: list[dict]) -> list[list[dict]]:
@@ -306,17 +356,21 @@ def _extras(env, out: Output, works: list[Work], tags: list[Tag]) -> None:
 
 
 def _sitemap_pages(works: list[Work], tags: list[Tag], size: int) -> list[tuple[str, str]]:
-    """(path, lastmod) for every HTML page; lastmod is content time, never build time."""
+    """(path, lastmod) for every HTML page; lastmod is content time, never build time: the
+    newest update of what the page shows."""
     newest = max((w.updated for w in works), default="")
-    pages = [(_page_path("", n), newest) for n in range(1, max(1, -(-len(works) // size)) + 1)]
+    pages = _list_lastmods(works, "", size) or [("", "")]
     pages += [(f"works/{w.id}/", w.updated) for w in works]
     pages.append(("tags/", newest))
     if len(tags) > TOP_TAGS:
-        pages += [(_page_path("tags/by-name/", n), newest) for n in range(1, -(-len(tags) // TAG_LIST_SIZE) + 1)]
+        pages += [(_by_name_path(n), newest) for n in range(1, -(-len(tags) // TAG_LIST_SIZE) + 1)]
     for tag in tags:
-        last = max(w.updated for w in tag.works)
-        pages += [(_page_path(f"tags/{tag.slug}/", n), last) for n in range(1, -(-len(tag.works) // size) + 1)]
+        pages += _list_lastmods(tag.works, f"tags/{tag.slug}/", size)
     return pages
+
+
+def _list_lastmods(works: list[Work], base: str, size: int) -> list[tuple[str, str]]:
+    return [(_page_path(base, n), max(w.updated for w in chunk)) for n, chunk in list_pages(works, size) if chunk]
 
 
 def _favicon_ico() -> bytes:

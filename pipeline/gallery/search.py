@@ -19,7 +19,7 @@ Pagefind is uninstalled.
 
 The search step's files (the index, the search page, its module) are written by
 :func:`write_file`, beside the :class:`~pipeline.gallery.output.Output` bookkeeping of pages
-(``out.keep`` and ``out.sizes``, not ``out.write``): they are in the manifest and the size
+(``out.keep``, not ``out.write``): they are in the manifest and the size
 budget, while the build's report counts the same pages with or without the extra; the index
 says what it did in its own log line.
 
@@ -111,8 +111,7 @@ def update_index(out: Output) -> list[str]:
     record, record_size = _read_record(out.root)
     if record.get("key") == key and all(out.exists(rel) for rel in record["files"]):
         for rel, size in [*record["files"].items(), (RECORD, record_size)]:
-            out.keep(rel)
-            out.sizes[rel] = size  # the site's size budget counts the index too
+            out.keep(rel, size)  # the site's size budget counts the index too
         log.info("search: index unchanged (%d works)", len(pages))
         return []
     try:
@@ -160,14 +159,14 @@ def write_file(out: Output, rel: str, data: bytes) -> bool:
     and module go through here too: the build's page and image counts are the same with or
     without the extra, and search says what it did in its own line."""
     full = out.path(rel)
-    out.keep(rel)
-    out.sizes[rel] = len(data)  # the site's size budget counts search too
+    out.keep(rel, len(data))  # the site's size budget counts search too
     try:
         if full.read_bytes() == data:
             return False
     except OSError:
         pass
     atomic_write_bytes(full, data, durable=False)
+    out.touch(rel)
     return True
 
 

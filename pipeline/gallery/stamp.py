@@ -4,7 +4,8 @@
 
     {"stamp": "<sha256>", "drafts": ["<draft id>", ...],
      "folders": {"": [mtime_ns, inode], "images/<id>": [...], ...},
-     "racy": {"": ["404.html", ...], ...},
+     "racy": {"": "<sha1 of its names>", ...},
+     "left": {"manifest": <CRC-32>, "cache": <CRC-32>},
      "works": 300, "images": 1200, "pages": 355, "size": {...}}   (for the report)
 
 The stamp hashes aiimg's, Pillow's and Pagefind's versions (search on or off), the [site]
@@ -18,11 +19,16 @@ after its last write. A file removed from output/ (or added: a killed build's te
 CNAME) changes its folder's mtime, so one stat per folder, not per file, tells whether output/
 is as the build left it; the folders that changed are the only ones a later build looks into
 for temp files. A folder whose mtime was within :data:`RACY_NS` of the stamp is also compared
-by its names (``racy``): on a file system whose clock ticks coarsely, a change right after the
-build could leave the same mtime.
+by its names (``racy``: a hash of them): on a file system whose clock ticks coarsely, a change
+right after the build could leave the same mtime. A folder the build did not write to keeps the
+state it was found in (one stat per folder at the start of a build, not two).
+
+``left`` is the manifest (output/.aiimg-build.json) and the works cache (cache.py) as the build
+left them (a CRC-32 of each): a later build that reads them so trusts the one to describe the
+other (:func:`left_as_is`), and takes unchanged works whole (images.encode_all).
 
 Same stamp and no folder changed: the build would make the same bytes, so it stops there,
-without reading the manifest, a recipe or an image. The stamp lives in content/ (like the hash
+without reading the manifest, a recipe or an image. The stamp lives in content/ (like the works
 cache), not in output/, whose bytes must not depend on mtimes. The works snapshot is taken
 *before* the build reads anything, so an edit made while a build runs never hides behind the
 stamp: it differs from the snapshot and the next build runs.
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -45,7 +52,7 @@ import PIL
 from pipeline import __version__
 from pipeline.content import Content
 from pipeline.errors import AiimgError
-from pipeline.files import atomic_write_bytes, atomic_write_json
+from pipeline.files import atomic_write_bytes
 from pipeline.gallery import search
 from pipeline.gallery.collect import listing
 
@@ -56,29 +63,32 @@ log = logging.getLogger("aiimg.gallery")
 RACY_NS = 3_000_000_000
 
 
-def works_snapshot(content: Content) -> dict[str, list | None]:
-    """{folder name: [[file name, size, mtime_ns, inode], ...]} of every folder under works/.
-    Strings, not Paths: 10,000 works are 50,000 files to stat on every build."""
+class Snapshot(dict):
+    """{folder name: its listing (collect.listing: a line per file, name, size, mtime_ns and
+    inode)} of every folder under works/, and a hash of it, made once (2.5 MB at 10,000 works)."""
+
+    @functools.cached_property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self).encode()).hexdigest()
+
+
+def works_snapshot(content: Content) -> Snapshot:
+    """The :class:`Snapshot` of works/. Strings, not Paths: 10,000 works are 50,000 files to
+    stat on every build."""
     try:
         folders = sorted(e.name for e in os.scandir(content.works_dir) if e.is_dir())
     except OSError:
-        return {}
+        return Snapshot()
     root = str(content.works_dir)
-    return {name: listing(os.path.join(root, name)) for name in folders}
+    return Snapshot({name: listing(os.path.join(root, name)) for name in folders})
 
 
-def source_stats(content: Content, snapshot: dict) -> dict[str, list[int]]:
-    """{path: [size, mtime_ns, inode]} of every file in the snapshot, keyed as the sources'
-    paths are written (``str(works_dir / id / name)``): their hashes need no second stat."""
-    root = str(content.works_dir)
-    return {os.path.join(root, folder, row[0]): row[1:] for folder, rows in snapshot.items() for row in rows or []}
-
-
-def stamp(cfg, content: Content, snapshot: dict, drafts: list[str]) -> str:
+def stamp(cfg, content: Content, snapshot: Snapshot, drafts: list[str]) -> str:
     """Of everything the build reads. ``drafts``: the ids of the drafts read from content/drafts
     (an AiimgError for a bad id)."""
     versions = [__version__, PIL.__version__, search.fingerprint()]  # search on or off changes every page
-    h = hashlib.sha256(json.dumps([versions, dataclasses.asdict(cfg.site), str(cfg.output_dir), snapshot]).encode())
+    seen = [versions, dataclasses.asdict(cfg.site), str(cfg.output_dir), snapshot.digest]
+    h = hashlib.sha256(json.dumps(seen).encode())
     for draft_id in drafts:
         h.update(json.dumps(listing(str(content.draft_folder(draft_id)))).encode())
     for path in template_files():
@@ -86,18 +96,19 @@ def stamp(cfg, content: Content, snapshot: dict, drafts: list[str]) -> str:
     return h.hexdigest()
 
 
-def output_changes(root: Path, record: dict | None) -> list[str] | None:
+def output_changes(root: Path, record: dict | None) -> tuple[list[str] | None, dict]:
     """The folders of output/ that are not as the last build left them (another mtime or inode,
-    or, for a racy one, other names); None when there is no record to compare with."""
+    or, for a racy one, other names; None when there is no record to compare with), and the
+    state of every folder of the record as found now (for :func:`save`)."""
     folders, racy = (record or {}).get("folders"), (record or {}).get("racy")
     if not isinstance(folders, dict) or not isinstance(racy, dict):
-        return None
+        return None, {}
     now = folder_states(root, list(folders))
     changed = [rel for rel, state in now.items() if state != folders[rel]]
     changed += [
         rel for rel, names in racy.items() if rel not in now or now[rel] == folders[rel] and _names(root, rel) != names
     ]
-    return changed
+    return changed, now
 
 
 def folder_states(root: Path, folders: list[str]) -> dict[str, list[int] | None]:
@@ -112,11 +123,13 @@ def folder_states(root: Path, folders: list[str]) -> dict[str, list[int] | None]
     return states
 
 
-def _names(root: Path, rel: str) -> list[str] | None:
+def _names(root: Path, rel: str) -> str | None:
+    """A hash of a folder's names (images/ holds 10,000 of them)."""
     try:
-        return sorted(e.name for e in os.scandir(os.path.join(root, rel)))
+        names = sorted(e.name for e in os.scandir(os.path.join(root, rel)))
     except OSError:
         return None
+    return hashlib.sha1("\n".join(names).encode()).hexdigest()
 
 
 def unchanged(cfg, content: Content, snapshot: dict, record: dict | None, changes: list[str] | None) -> bool:
@@ -130,9 +143,15 @@ def unchanged(cfg, content: Content, snapshot: dict, record: dict | None, change
         return False
 
 
-def save(cfg, content: Content, snapshot: dict, drafts: list[str], folders: list[str], counts: dict) -> None:
-    """After the build's last write to output/: ``folders``, those it left files in."""
-    states = folder_states(cfg.output_dir, folders)
+def save(cfg, content: Content, snapshot: dict, drafts: list[str], output: dict, left: dict, counts: dict) -> None:
+    """After the build's last write to output/. ``output``: "folders", those it left files in;
+    "seen", their states as :func:`output_changes` found them; "touched", those it wrote to (or
+    cleaned): stated again. ``left``: the CRC-32s of the manifest and the works cache it left
+    (:func:`left_as_is`)."""
+    seen, touched = output["seen"], output["touched"]
+    again = {rel for rel in output["folders"] if rel in touched or seen.get(rel) is None}
+    states = {rel: seen[rel] for rel in output["folders"] if rel not in again}
+    states |= folder_states(cfg.output_dir, sorted(again))
     since = time.time_ns() - RACY_NS
     racy = {rel: _names(cfg.output_dir, rel) for rel, state in states.items() if state and state[0] >= since}
     record = {
@@ -140,25 +159,38 @@ def save(cfg, content: Content, snapshot: dict, drafts: list[str], folders: list
         "drafts": drafts,
         "folders": states,
         "racy": racy,
+        "left": left,
         **counts,
     }
-    write_cache(content.gallery_stamp_path(), record, compact=True)  # 20,000 folders at 10,000 works
+    write_cache(content.gallery_stamp_path(), record)  # 20,000 folders at 10,000 works
 
 
-def write_cache(path: Path, data: dict, compact: bool = False) -> None:
-    """A cache in content/.aiimg: without it the next build is slower, never wrong, so a
-    failure to write it is said (quietly for a read-only content/, a choice) and the build goes on.
-    ``compact``: one line, no indent: json's C encoder (with an indent, json encodes in Python:
-    several times slower on the MBs of 10,000 works)."""
+def left_as_is(record: dict | None, left: dict[str, int | None]) -> bool:
+    """Whether the manifest and the works cache, as this build read them (``left``: their
+    CRC-32s), are as the last build (one without problems) left them: then each describes the
+    other's works. Their bytes, not their mtimes: a file rewritten in place within a clock
+    tick of the build would keep its mtime."""
+    return None not in left.values() and (record or {}).get("left") == left
+
+
+def write_cache(path: Path, data: dict) -> bool:
+    """A cache in content/.aiimg, compactly: one line, no indent (json's C encoder; with an
+    indent json encodes in Python, several times slower on the MBs of 10,000 works)."""
+    return write_bytes(path, json.dumps(data, separators=(",", ":")).encode())
+
+
+def write_bytes(path: Path, payload: bytes) -> bool:
+    """Write a cache in content/.aiimg: without it the next build is slower, never wrong, so a
+    failure to write it is said (quietly for a read-only content/, a choice) and the build goes
+    on. True when written."""
     try:
-        if compact:
-            atomic_write_bytes(path, json.dumps(data, separators=(",", ":")).encode(), durable=False)
-        else:
-            atomic_write_json(path, data, durable=False)
+        atomic_write_bytes(path, payload, durable=False)
+        return True
     except AiimgError as exc:
         cause = exc.__cause__
         chosen = isinstance(cause, OSError) and cause.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
         log.log(logging.DEBUG if chosen else logging.WARNING, "%s (a cache only: the next build will be slower)", exc)
+        return False
 
 
 def forget(content: Content) -> None:
