@@ -363,6 +363,7 @@ class Studio:
                 return
             ticket.worker = worker
             self.running[ticket.job.id] = ticket
+            trace("handed", job=ticket.job.describe(), worker=worker.name)
             worker.take(ticket.job)
             self._status(ticket.job.describe())
 

@@ -156,9 +156,14 @@ class Runner:
         key = _latents_key(job)
         with self.lock:
             if self.latents is None or self.latents[0] != key:
-                self.latents = (key, self.encoder.submit(variations.encode, self.model, job.source, key[1]))
+                self.latents = (key, self.encoder.submit(self._encode, job.source, key))
                 trace("prefetched", id=key[0])
             return self.latents[1]
+
+    def _encode(self, source, key: tuple):
+        latents = variations.encode(self.model, source, key[1])
+        trace("encoded", id=key[0])
+        return latents
 
     def encoded(self, job: Job):
         """The first stage's latents of this variation's draft: prefetched, kept from the last
