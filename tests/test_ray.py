@@ -6,13 +6,14 @@ import threading
 import time
 
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
 from pipeline import config, variations
 from pipeline.content import Content
 from pipeline.studio import Studio
-from tests.conftest import FAST_TOML, real_drafts
+from tests.conftest import FAST_TOML, real_drafts, wait_for
 from tests.test_loop import assert_one_set_each, events
 
 RAY = FAST_TOML.replace("[run]\n", '[run]\nray_address = "local"\nray_workers = 2\n')
@@ -72,10 +73,11 @@ def test_actors_killed_at_random_moments_have_their_variations_made_again(cluste
     studio = started(cfg, content)
     loop = threading.Thread(target=studio.run, kwargs={"max_drafts": 0, "once": True})
     loop.start()
-    kills = 0
+    kills, seen = 0, {w.pid for w in studio.workers}
     try:
         while kills < 3 and loop.is_alive():
             time.sleep(rng.uniform(0.05, 0.6))
+            seen.update(w.pid for w in studio.workers if w.pid)
             busy = [w for w in studio.workers if w.job is not None and w.actor is not None]
             if busy:
                 cluster.kill(rng.choice(busy).actor)  # what a crashed process or a lost machine does to a call
@@ -87,6 +89,8 @@ def test_actors_killed_at_random_moments_have_their_variations_made_again(cluste
         studio.close()
     assert kills == 3 and sum(w.deaths for w in studio.workers) == 3
     assert_one_set_each(content, counts)
+    # no actor outlives the loop: the killed ones, and the ones closed
+    wait_for(lambda: not [p for p in seen if psutil.pid_exists(p)], timeout=30, what="the actors to exit")
 
 
 def test_a_seed_cancels_a_draft_in_progress_on_an_actor(cluster, tmp_path, monkeypatch, tiny):

@@ -149,17 +149,26 @@ def test_workers_killed_at_random_moments_lose_nothing_and_leave_no_orphan(tmp_p
     assert len(seen) >= 3 and not [p for p in seen if psutil.pid_exists(p)]  # no worker outlives its owner
 
 
-def test_an_owner_killed_with_kill_9_takes_its_workers_with_it(tmp_path):
+def test_an_owner_killed_with_kill_9_takes_its_workers_with_it_and_a_restart_redoes_the_rest(tmp_path, tiny):
+    (draft_id,) = real_drafts(tmp_path, tiny, 1)
     content = Content(tmp_path / "content")
-    proc = start(two_workers(tmp_path), "run", "--max-drafts", "100")
+    (content.draft_folder(draft_id) / "seed.txt").write_text("count = 4")
+    config_path = two_workers(tmp_path, TWO.replace("areas = [102400]", "areas = [262144]"))
+    proc = start(config_path, "run", "--max-drafts", "0")
     try:
-        pids = wait_for(
-            lambda: len(worker_pids(content, proc.pid)) == 2 and worker_pids(content, proc.pid), timeout=180, proc=proc
-        )
+        pids = wait_for(lambda: len(worker_pids(content, proc.pid)) == 2 and worker_pids(content, proc.pid), proc=proc)
+        wait_for(lambda: content.work_path(draft_id).exists() and content.read_work(draft_id).variations, proc=proc)
     finally:
-        proc.kill()
+        proc.kill()  # mid-round: some variations recorded, two in flight
         proc.wait()
     wait_for(lambda: not [p for p in pids if psutil.pid_exists(p)], timeout=15, what="the workers to exit")
+    made = len(content.read_work(draft_id).variations)
+    assert 1 <= made < 4
+    again = aiimg(config_path, "vary")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"made 0 draft(s), {4 - made} variation(s)" in again.stdout  # only what was not recorded
+    assert_one_set_each(content, {draft_id: 4})
+    assert_everything_readable(content)
 
 
 def test_with_every_worker_drafting_a_seed_stops_one_draft_not_both(tmp_path, tiny):

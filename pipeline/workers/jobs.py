@@ -86,11 +86,10 @@ class Runner:
         self.progress = (0, 0)  # (steps done, steps) of the job in progress
         self.abort = None  # the draft in progress's should_stop: read between the UNet's blocks too
         unet = model.txt2img.unet
-        for block in (*unet.down_blocks, unet.mid_block, *unet.up_blocks):
-            if block is not None:
-                block.register_forward_pre_hook(self._abort_between_blocks)
+        blocks = [b for b in (*unet.down_blocks, unet.mid_block, *unet.up_blocks) if b is not None]
+        self.hooks = [b.register_forward_pre_hook(self._abort_between_blocks) for b in blocks]
         if tracing():
-            unet.register_forward_pre_hook(self._trace_first_step)
+            self.hooks.append(unet.register_forward_pre_hook(self._trace_first_step))
 
     def run(self, job: Job, should_stop) -> Result:
         """Make the job's image; ``should_stop()`` is read after every denoising step."""
@@ -171,7 +170,10 @@ class Runner:
         return self.prefetch(job).result()
 
     def close(self) -> None:
+        """Let go of the model: its hooks are removed (a model outlives its runner in tests)."""
         self.encoder.shutdown(wait=True)
+        for hook in self.hooks:
+            hook.remove()
 
     def _abort_between_blocks(self, module, args) -> None:
         """A draft asked to stop stops at the next UNet block, not at the end of its step: the
