@@ -15,7 +15,6 @@
       .aiimg/status.json                 what that process is doing, for `aiimg status`
       .aiimg/gallery-hashes.json         the gallery's works cache (gallery/cache.py) } caches, all safe
       .aiimg/gallery-stamp.json          the gallery's no-op shortcut          } to delete; their
-      .aiimg/gallery-templates/          the site's templates, compiled        }
       .aiimg/preference.json             the learned preference model          } formats are in
       .aiimg/embeddings/<draft-id>.npy   CLIP embeddings for that model        } gallery/, ranking/
 
@@ -288,11 +287,6 @@ class Content:
         """The gallery build's works cache (gallery/cache.py: what each work was read from, its
         sources' hashes by size, mtime and inode); safe to delete."""
         return self.state_dir / "gallery-hashes.json"
-
-    @property
-    def gallery_templates_dir(self) -> Path:
-        """The site's templates compiled by Jinja (gallery/render.py); safe to delete."""
-        return self.state_dir / "gallery-templates"
 
     def gallery_stamp_path(self) -> Path:
         """The gallery build's stamp of what the last build read (lets a no-op build stop)."""

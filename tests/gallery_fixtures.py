@@ -183,6 +183,81 @@ def make_content(root: Path, works: int = 6) -> Path:
     return content_dir
 
 
+def format_1_content(root: Path) -> Path:
+    """The content :data:`FORMAT_1_MANIFEST` was written for (with ``site_config(root,
+    page_size=2)``): an older work of 2 variations, its draft in content/drafts only, and a work
+    of 1 that holds its draft."""
+    content_dir = Path(root) / "content"
+    add_work(content_dir, 0, variations=2)
+    add_work(content_dir, 1, variations=1, in_work=True, in_drafts=False)
+    return content_dir
+
+
+# output/.aiimg-build.json as aiimg wrote it before the manifest's format 2 (commit 8d5fece^,
+# without the search extra) for format_1_content(): byte for byte, less its final newline. Its
+# image keys hold that Pillow's version: a test gives it the keys of the images it has.
+FORMAT_1_MANIFEST = (
+    '{"files":[".nojekyll","404.html","assets/site-8db31d77f6.css","assets/viewer-077230e424.js","favicon.ico",'
+    '"favicon.svg","feed.xml","images/20261125-150000-0000/1-31049bb43e1c.png",'
+    '"images/20261125-150000-0000/1-cdd708d370e6-160.webp","images/20261125-150000-0000/1-cdd708d370e6-240.webp",'
+    '"images/20261125-150000-0000/1-cdd708d370e6-256.webp","images/20261125-150000-0000/2-08c44de48acf-160.webp",'
+    '"images/20261125-150000-0000/2-08c44de48acf-240.webp","images/20261125-150000-0000/2-08c44de48acf-256.webp",'
+    '"images/20261125-150000-0000/2-391d8d0e65a5.png","images/20261125-150000-0000/draft-2613789e3489.png",'
+    '"images/20261125-150000-0000/draft-889197801222-160.webp",'
+    '"images/20261125-150000-0000/draft-889197801222-204.webp",'
+    '"images/20261125-150001-0001/1-4fbe5cf1da59-180.webp","images/20261125-150001-0001/1-4fbe5cf1da59-192.webp",'
+    '"images/20261125-150001-0001/1-4fbe5cf1da59-90.webp","images/20261125-150001-0001/1-bf13e32acaca.png",'
+    '"images/20261125-150001-0001/draft-12f3f4a1d106-153.webp",'
+    '"images/20261125-150001-0001/draft-12f3f4a1d106-90.webp",'
+    '"images/20261125-150001-0001/draft-d9527d0833c0.png","index.html","robots.txt","sitemap.xml",'
+    '"tags/armor/index.html","tags/blue/index.html","tags/index.html","tags/kimono/index.html",'
+    '"tags/red/index.html","works/20261125-150000-0000/index.html","works/20261125-150001-0001/index.html"],'
+    '"format":1,"pages":{"index.html":"4456adae52410cc9db4add43fed160c873b55f205c09e89cbd1c999bc9708807",'
+    '"tags/armor/index.html":"9ab10ce57ffea01d69fca9eb1e82f796cc9f1f32e19cc033a537a823e47dd3b3",'
+    '"tags/blue/index.html":"51cf2dde526ee9e4d44d3346821440d9ab5056966d767e76d2023e551448d417",'
+    '"tags/index.html":"85a829d0d47ea4f4026f2863d1833e20974a216ed74b1ace2e60c930f2677ce7",'
+    '"tags/kimono/index.html":"de72d3b75193b1749d9d3e675869b59674f1cc350eb9dffb5f298517391d07ca",'
+    '"tags/red/index.html":"0ed8d9ed869ace282175520ecd6f56f5fb01c788dc8a5763012a9769ffa9f587",'
+    '"works/20261125-150000-0000/index.html":"c6e59d1b847c72da54ed84eb219f90f2b06f26c815bc106efac6dfbbcdb7d7e1",'
+    '"works/20261125-150001-0001/index.html":"32bbcca98bed609c1a4327fe0a160e8d4551f40d9a04c13acdff58922f530904"},'
+    '"sizes":{".nojekyll":0,"404.html":2321,"assets/site-8db31d77f6.css":12207,'
+    '"assets/viewer-077230e424.js":4836,"favicon.ico":144,"favicon.svg":263,"feed.xml":2323,"index.html":3992,'
+    '"robots.txt":72,"sitemap.xml":931,"tags/armor/index.html":3424,"tags/blue/index.html":3418,'
+    '"tags/index.html":2467,"tags/kimono/index.html":3500,"tags/red/index.html":3482,'
+    '"works/20261125-150000-0000/index.html":9910,"works/20261125-150001-0001/index.html":7600},'
+    '"sources":{"images/20261125-150000-0000/1":{"key":"cdd708d370e6","meta":{"bytes":{"display":8396,'
+    '"original":80001,"thumb":1462},"color":"#8c6076",'
+    '"display":[["images/20261125-150000-0000/1-cdd708d370e6-240.webp",240,180],'
+    '["images/20261125-150000-0000/1-cdd708d370e6-256.webp",256,192]],"h":192,'
+    '"original":"images/20261125-150000-0000/1-31049bb43e1c.png","original_format":"PNG",'
+    '"thumb":[["images/20261125-150000-0000/1-cdd708d370e6-160.webp",160,120],'
+    '["images/20261125-150000-0000/1-cdd708d370e6-256.webp",256,192]],"w":256},"original_key":"31049bb43e1c"},'
+    '"images/20261125-150000-0000/2":{"key":"08c44de48acf","meta":{"bytes":{"display":6352,"original":79290,'
+    '"thumb":878},"color":"#984f88","display":[["images/20261125-150000-0000/2-08c44de48acf-240.webp",240,180],'
+    '["images/20261125-150000-0000/2-08c44de48acf-256.webp",256,192]],"h":192,'
+    '"original":"images/20261125-150000-0000/2-391d8d0e65a5.png","original_format":"PNG",'
+    '"thumb":[["images/20261125-150000-0000/2-08c44de48acf-160.webp",160,120],'
+    '["images/20261125-150000-0000/2-08c44de48acf-256.webp",256,192]],"w":256},"original_key":"391d8d0e65a5"},'
+    '"images/20261125-150000-0000/draft":{"key":"889197801222","meta":{"bytes":{"display":2960,"original":50981,'
+    '"thumb":1424},"color":"#5d8496","display":[["images/20261125-150000-0000/draft-889197801222-204.webp",204,'
+    '153]],"h":153,"original":"images/20261125-150000-0000/draft-2613789e3489.png","original_format":"PNG",'
+    '"thumb":[["images/20261125-150000-0000/draft-889197801222-160.webp",160,120],'
+    '["images/20261125-150000-0000/draft-889197801222-204.webp",204,153]],"w":204},'
+    '"original_key":"2613789e3489"},"images/20261125-150001-0001/1":{"key":"4fbe5cf1da59",'
+    '"meta":{"bytes":{"display":3604,"original":77888,"thumb":2926},"color":"#58acb7",'
+    '"display":[["images/20261125-150001-0001/1-4fbe5cf1da59-192.webp",192,256]],"h":256,'
+    '"original":"images/20261125-150001-0001/1-bf13e32acaca.png","original_format":"PNG",'
+    '"thumb":[["images/20261125-150001-0001/1-4fbe5cf1da59-90.webp",90,120],'
+    '["images/20261125-150001-0001/1-4fbe5cf1da59-180.webp",180,240]],"w":192},"original_key":"bf13e32acaca"},'
+    '"images/20261125-150001-0001/draft":{"key":"12f3f4a1d106","meta":{"bytes":{"display":2764,"original":51474,'
+    '"thumb":706},"color":"#40847d","display":[["images/20261125-150001-0001/draft-12f3f4a1d106-153.webp",153,'
+    '204]],"h":204,"original":"images/20261125-150001-0001/draft-d9527d0833c0.png","original_format":"PNG",'
+    '"thumb":[["images/20261125-150001-0001/draft-12f3f4a1d106-90.webp",90,120],'
+    '["images/20261125-150001-0001/draft-12f3f4a1d106-153.webp",153,204]],"w":153},'
+    '"original_key":"d9527d0833c0"}}}'
+)
+
+
 SITE = {
     "title": "Test gallery",
     "description": "Fixture works",

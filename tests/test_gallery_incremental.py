@@ -3,13 +3,15 @@ hashes only what changed (bench/README.md, "Scale", measures it at 10,000 works)
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
-from gallery_fixtures import add_work, make_content, site_config
+from gallery_fixtures import FORMAT_1_MANIFEST, add_work, format_1_content, make_content, site_config
 
 import pipeline.gallery.images as images
 import pipeline.gallery.output as output
@@ -72,7 +74,7 @@ def test_adding_a_work_leaves_every_full_page_byte_identical(site, tmp_path):
             "tags/dress/index.html",
             "tags/index.html",
             f"works/{new}/index.html",
-            f"works/{older}/index.html",  # its "next work" link
+            f"works/{older}/index.html",  # it gains a "← Previous work" link
         ]
     )
     assert report.images_made == 4 and report.pages_written == len(changed) - 1  # the manifest is not a page
@@ -152,26 +154,33 @@ def test_a_manifest_not_as_the_last_build_left_it_is_checked_work_by_work(site, 
     assert len(shown) > 8 and all((out / rel).is_file() for rel in shown)
 
 
-def test_a_manifest_of_an_older_aiimg_is_read_and_nothing_is_encoded_again(site, tmp_path):
-    out = site.output_dir
+def test_a_manifest_of_an_older_aiimg_is_read_and_nothing_is_encoded_again(tmp_path):
+    """The manifest an older aiimg wrote (format 1: gallery_fixtures.FORMAT_1_MANIFEST) over the
+    images it made, which are the ones this aiimg makes: same names, same bytes."""
+    content = format_1_content(tmp_path)
+    cfg = site_config(tmp_path, page_size=2)
+    assert build_site(cfg).problems == []
+    out = cfg.output_dir
+    old = FORMAT_1_MANIFEST
+    for slot, entry in json.loads(FORMAT_1_MANIFEST)["sources"].items():  # the keys of this Pillow
+        _, wid, stem = slot.split("/")
+        names = " ".join(p.name for p in (out / "images" / wid).iterdir())
+        key = re.search(rf"\b{stem}-([0-9a-f]{{12}})-\d+\.webp", names).group(1)
+        okey = re.search(rf"\b{stem}-([0-9a-f]{{12}})\.png", names).group(1)
+        old = old.replace(entry["key"], key).replace(entry["original_key"], okey)
+    (out / MANIFEST).unlink()
+    (out / MANIFEST).write_text(old + "\n")
+    Content(content).gallery_cache_path().unlink()
+    images = {rel: data for rel, data in files(out).items() if rel.startswith("images/")}
+    report = build_site(cfg)
+    assert report.problems == [] and report.images_made == 0 and report.images_reused == 5 and report.removed == []
+    assert {rel: data for rel, data in files(out).items() if rel.startswith("images/")} == images
     manifest = output.read_manifest(out)
+    assert manifest["format"] == 2
     sources = {f"images/{wid}/{stem}": entry for wid, line in manifest["records"].items()
                for stem, entry in record_entries(line)}  # fmt: skip
-    old = {
-        "format": 1,
-        "files": output.manifest_files(manifest),
-        "sources": sources,
-        "pages": manifest["pages"],
-        "sizes": manifest["files"],
-    }
-    (out / MANIFEST).unlink()
-    (out / MANIFEST).write_text(json.dumps(old))
-    Content(tmp_path / "content").gallery_cache_path().unlink()
-    before = {rel: data for rel, (data, _) in files(out).items() if rel != MANIFEST}
-    report = build_site(site)
-    assert report.images_made == 0 and report.images_reused == 40 and report.removed == []
-    assert {rel: data for rel, (data, _) in files(out).items() if rel != MANIFEST} == before
-    assert json.loads((out / MANIFEST).read_text().splitlines()[0])["format"] == 2
+    assert sources == json.loads(old)["sources"]  # every picture's entry carried over as it was
+    assert build_site(cfg).noop
 
 
 def test_a_file_removed_while_a_build_runs_is_made_again_by_the_next(site, tmp_path, monkeypatch):
@@ -187,3 +196,52 @@ def test_a_file_removed_while_a_build_runs_is_made_again_by_the_next(site, tmp_p
     report = build_site(site)
     assert not report.noop and report.images_made == 1 and victim.is_file()
     assert build_site(site).noop
+
+
+def set_seed(recipe: Path, seed: int) -> None:
+    data = json.loads(recipe.read_text(encoding="utf-8"))
+    recipe.write_text(json.dumps({**data, "seed": seed}), encoding="utf-8")
+
+
+def test_an_older_work_s_draft_edited_while_a_build_runs_is_shown_by_the_next(tmp_path, monkeypatch):
+    """The stamp holds the draft folders as the build listed them when it read the works, not as
+    they are when it ends."""
+    content = make_content(tmp_path, 2)  # works made before works held their draft: in content/drafts only
+    cfg = site_config(tmp_path, page_size=4)
+    build_site(cfg)
+    wid = Content(content).works()[0]
+    add_work(content, 2)  # the build runs; the older work's page is not made again
+    real = render.render_site
+    edit = functools.partial(set_seed, Content(content).draft(wid).recipe_path, 424242)
+    monkeypatch.setattr(render, "render_site", lambda *a: (edit(), real(*a)))
+    assert build_site(cfg).problems == []
+    monkeypatch.setattr(render, "render_site", real)
+    page = cfg.output_dir / "works" / wid / "index.html"
+    assert "424242" not in page.read_text()
+    report = build_site(cfg)
+    assert not report.noop and "424242" in page.read_text()
+    assert build_site(cfg).noop
+
+
+def test_an_older_work_s_draft_edited_just_after_the_build_read_it_is_shown_by_the_next(tmp_path, monkeypatch):
+    """A draft folder is listed before its draft is read: an edit made after shows in the listing."""
+    content = make_content(tmp_path, 2)
+    cfg = site_config(tmp_path, page_size=4)
+    build_site(cfg)
+    wid = Content(content).works()[0]
+    draft = Content(content).draft(wid)
+    os.utime(draft.image, ns=(1, 1))  # the work is read again; what its page shows is as it was
+    real, edited = Content.read_draft, []
+
+    def read_then_edit(self, draft_id):
+        recipe = real(self, draft_id)
+        if draft_id == wid and not edited:
+            edited.append(set_seed(draft.recipe_path, 424242))
+        return recipe
+
+    monkeypatch.setattr(Content, "read_draft", read_then_edit)
+    report = build_site(cfg)
+    assert edited and report.problems == [] and report.pages_written == 0
+    report = build_site(cfg)
+    assert not report.noop and "424242" in (cfg.output_dir / "works" / wid / "index.html").read_text()
+    assert build_site(cfg).noop

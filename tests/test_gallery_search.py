@@ -8,6 +8,7 @@ import dataclasses
 import gzip
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -163,6 +164,24 @@ def test_a_changed_prompt_remakes_the_index_and_drops_the_old_files(small, monke
     assert stale and set(report.removed) >= stale  # the old fragment and index files are gone
     manifest = manifest_files(read_manifest(out))
     assert sorted(f for f in manifest if f.startswith("pagefind/")) == sorted(new)
+
+
+def test_a_removed_work_leaves_the_index_at_the_same_build(small):
+    """Pagefind reads the work pages on disk: the stale ones are removed before it runs."""
+    cfg, _ = small
+    out = cfg.output_dir
+    gone = "20261125-150001-0001"
+    shutil.rmtree(out.parent / "content/works" / gone)
+    report = build_site(cfg)
+    assert report.problems == [] and f"works/{gone}/index.html" in report.removed
+    assert (
+        sorted(indexed(out))
+        == sorted(p.name for p in (out / "works").iterdir())
+        == ["20261125-150000-0000", "20261125-150002-0002"]
+    )
+    entry = json.loads((out / "pagefind/pagefind-entry.json").read_text(encoding="utf-8"))
+    assert entry["languages"]["en"]["page_count"] == 2
+    assert build_site(cfg).noop
 
 
 def test_an_index_file_deleted_by_hand_is_made_again(small, monkeypatch):

@@ -18,6 +18,7 @@ from pipeline.files import clean_temp
 from pipeline.gallery import cache, search, stamp
 from pipeline.gallery.collect import collect, load
 from pipeline.gallery.output import (
+    SEARCH_FILES,
     SIZE_PARTS,
     Output,
     clean_debris,
@@ -146,11 +147,13 @@ def _build(cfg, content: Content, snapshot: dict, report: BuildReport, last: dic
     works_cache.save(settings_text(cfg.site))
     works = [w for w in works if w.record]  # a work needs at least one readable variation
     # 3. render every page whose inputs changed; only pages whose bytes changed are written
-    templates = content.gallery_templates_dir
-    render_site(works, cfg.site, out, functools.partial(load, content), report.problems, templates)
-    report.problems += search.update_index(out)  # then the search index
-    # 4. delete what the last build made and this one did not, then record this build
-    report.removed = out.remove_stale()
+    render_site(works, cfg.site, out, functools.partial(load, content), report.problems)
+    # 4. delete what the last build made and this one did not: first all but the search index
+    # (a removed work's page must not be indexed), then the index's own stale files once it is
+    # up to date; then record this build
+    report.removed = out.remove_stale(but=SEARCH_FILES)
+    report.problems += search.update_index(out)
+    report.removed += out.remove_stale()
     manifest_bytes, manifest_crc = write_manifest(out)
     report.size = site_size(out, images["bytes"], manifest_bytes)
     written = set(out.written)
@@ -160,9 +163,9 @@ def _build(cfg, content: Content, snapshot: dict, report: BuildReport, last: dic
     report.pages_written, report.pages_unchanged = len(out.written), len(out.unchanged)
     # 5. remember what this build read and left, so that the next one can stop at step 0
     if not report.problems:  # one with problems leaves no stamp: the next build reports them again
-        # the drafts/ folders read (works made before works held their draft); a work's own
-        # copy is in the works snapshot already
-        drafts = [w.draft_id for w in works if w.old_draft]
+        # the drafts/ folders read (works made before works held their draft), as they were
+        # listed before their drafts were read; a work's own copy is in the works snapshot already
+        drafts = {w.draft_id: w.listing.partition("\n\n")[2] for w in works if w.old_draft}
         counts = {
             "works": report.works,
             "images": images["made"] + images["reused"],

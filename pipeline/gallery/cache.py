@@ -18,7 +18,12 @@ last build wrote it, ``settings`` the image settings it was encoded with: a work
 (same listing, same settings, the manifest and this file as the last build left them, its
 images folder untouched) keeps its line in the manifest, and its line here, unparsed. A work's
 own line (sources by path under the content folder) is parsed only for a work the build looks
-into: its sources' digests are reused while their size, mtime and inode are the same.
+into: its sources' digests are reused while their size, mtime and inode are the same. A line is
+used only as the build writes it: every field of its type, a variation at least, in order (by
+number, then the draft), each path the one :class:`~pipeline.content.Content` gives that picture
+(``works/<id>/<n>.png`` or its ``finished/`` copy, ``works/<id>/draft.png`` or an older work's
+draft in content/drafts). An entry or line that is not (unreadable, edited, another shape) is a
+miss: the work is read from its folder again (collect.read_again).
 
 Summaries are trusted from the same aiimg and the same content folder only; the hashes from any
 aiimg. A format-2 file (works with their recipes, hashes by absolute path) gives its hashes.
@@ -29,11 +34,13 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections.abc import Iterator
 
 from pipeline import __version__
 from pipeline.content import Content
+from pipeline.errors import AiimgError
 from pipeline.gallery import stamp
-from pipeline.gallery.collect import Picture, Work, listed_files, listing_key
+from pipeline.gallery.collect import Picture, Work, listed_files, listing_key, read_again
 from pipeline.gallery.output import line_id
 
 FORMAT = 3
@@ -63,30 +70,69 @@ class WorksCache:
         entry = self.works.get(work_id)
         return (entry[2], entry[3]) if entry else None
 
-    def sources(self, work_id: str) -> dict:
-        """A work's own line, parsed now: {"content", "pictures", "hashes"} (paths under the
-        content folder); {} if none."""
-        if work_id not in self._sources:
-            try:
-                _, data = json.loads(self.lines.get(work_id) or b'["", {}]')
-            except ValueError:
-                data = {}
-            self._sources[work_id] = data if isinstance(data, dict) else {}
-        return self._sources[work_id]
+    def sources(self, work: Work) -> dict | None:
+        """A work's own line, parsed and checked now: {"content", "pictures": [[stem, source
+        path]], "hashes": {source path: [size, mtime_ns, inode, sha256]}}; None when it is
+        missing, unreadable or not as :meth:`put` writes it (the work is read again)."""
+        if work.id not in self._sources:
+            self._sources[work.id] = self._checked(work, self.lines.get(work.id))
+        return self._sources[work.id]
 
-    def fill(self, work: Work) -> None:
+    def _checked(self, work: Work, line: bytes | None) -> dict | None:
+        """A line's fields, each of the type :meth:`put` gives them, the sources' paths made again
+        by :class:`Content` from the work's id and each picture's stem (a path in the line is
+        only compared with them: the cache never names a file the work is not read from)."""
+        try:
+            wid, data = json.loads(line)
+            content, pictures = data["content"], data["pictures"]
+            sources = [[stem, self._source(work, stem, rel)] for stem, rel in pictures]
+            paths = {rel: src for (_, rel), (_, src) in zip(pictures, sources)}
+            hashes = {paths[rel]: h for rel, h in data["hashes"].items()}
+        except (AiimgError, AttributeError, KeyError, TypeError, ValueError):
+            return None
+        stems = [stem for stem, _ in sources]
+        ok = (
+            wid == work.id
+            and isinstance(content, str)
+            and all(src for _, src in sources)
+            and stems[:1] not in ([], ["draft"])  # a variation at least
+            and stems == sorted(set(stems), key=_stem_order)
+            and all(map(_hash_ok, hashes.values()))
+        )
+        return {"content": content, "pictures": sources, "hashes": hashes} if ok else None
+
+    def _source(self, work: Work, stem, rel) -> str | None:
+        """The path of picture ``stem`` of ``work`` as collect makes it, if ``rel`` names it."""
+        return next((src for src in self._candidates(work, stem) if self._rel(src) == rel), None)
+
+    def _candidates(self, work: Work, stem) -> Iterator[str]:
+        """Where picture ``stem`` of ``work`` can be read from (an AiimgError for a stem that is
+        no variation's): a variation or its finished copy; the work's draft, or an older work's
+        in content/drafts."""
+        if stem == "draft":
+            image = (
+                self.content.draft(work.draft_id).image if work.old_draft else self.content.work_draft_image(work.id)
+            )
+            yield str(image)
+        elif isinstance(stem, str):
+            yield str(self.content.variation_path(work.id, f"{stem}.png"))
+            yield str(self.content.finished_path(work.id, f"{stem}.png"))
+
+    def fill(self, work: Work, problems: list[str]) -> None:
         """A work taken from the summaries that the build must look into: its pictures and the
-        key of what it shows, from its line."""
-        data = self.sources(work.id)
-        work.content = data.get("content", "")
-        out_dir = f"images/{work.id}"
-        work.pictures = [Picture(self._path(rel), out_dir, stem) for stem, rel in data.get("pictures", [])]
+        key of what it shows, from its line; read again when its line cannot be used."""
+        data = self.sources(work)
+        if data is None:
+            read_again(self.content, work, problems)
+            return
+        work.content = data["content"]
+        work.pictures = [Picture(src, f"images/{work.id}", stem) for stem, src in data["pictures"]]
 
     def hashes(self, works: list[Work]) -> dict[str, list]:
         """{source path: [size, mtime_ns, inode, sha256]} known for these works' sources."""
         found = dict(self.legacy)
         for work in works:
-            found.update({self._path(rel): h for rel, h in (self.sources(work.id).get("hashes") or {}).items()})
+            found.update((self.sources(work) or {}).get("hashes") or {})
         return found
 
     def stats(self, works: list[Work]) -> dict[str, list[int]]:
@@ -127,10 +173,6 @@ class WorksCache:
         """A source's path under the content folder, with "/" ("works/<id>/1.png")."""
         return os.path.relpath(path, self.root).replace(os.sep, "/")
 
-    def _path(self, rel: str) -> str:
-        """Its path as collect writes it (str of a Path)."""
-        return str(self.content.root.joinpath(*rel.split("/")))
-
 
 def read(content: Content) -> WorksCache:
     try:
@@ -147,4 +189,26 @@ def read(content: Content) -> WorksCache:
 
 
 def _valid(entry, line: bytes | None) -> bool:
-    return isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str) and line is not None
+    """Whether a work's entry in the first line has the shape :meth:`WorksCache.put` gives it,
+    and its own line is there (its summary is checked by collect, its line when it is used)."""
+    return (
+        line is not None
+        and isinstance(entry, list)
+        and len(entry) == 4
+        and isinstance(entry[0], str)
+        and isinstance(entry[2], str)
+        and isinstance(entry[3], list)
+        and list(map(type, entry[3])) == _COUNTS
+    )
+
+
+_COUNTS = [int] * 4  # pictures, originals bytes, display bytes, thumbnail bytes
+
+
+def _hash_ok(h) -> bool:
+    return isinstance(h, list) and list(map(type, h)) == [int, int, int, str]
+
+
+def _stem_order(stem: str) -> tuple[bool, int]:
+    """Variations by number, then the draft (as collect orders a work's pictures)."""
+    return (stem == "draft", 0 if stem == "draft" else int(stem))

@@ -144,10 +144,10 @@ def collect(content: Content, problems: list[str], snapshot: dict, cache: dict |
         hit = cache.get(work_id)
         work = _cached(content, work_id, listed, hit) if hit else None
         if work is None:
-            before = len(problems)
-            work = _read_work(content, work_id, problems, _Files(listed))
+            before, files = len(problems), _Files(listed)
+            work = _read_work(content, work_id, problems, files)
             if work:
-                work.listing = source_listing(content, work_id, listed, work.old_draft and work.draft_id)
+                work.listing = source_listing(listed, files.draft if work.old_draft else None)
                 work.cacheable = len(problems) == before
         if work:
             works.append(work)
@@ -158,34 +158,64 @@ def _cached(content: Content, work_id: str, listed: str, hit: tuple) -> Work | N
     key, summary = hit
     try:
         work = from_summary(work_id, summary)
-        work.listing = source_listing(content, work_id, listed, work.old_draft and work.draft_id)
+        if not _summary_ok(work):
+            return None
+        work.listing = source_listing(listed, draft_listing(content, work.draft_id) if work.old_draft else None)
     except (AiimgError, TypeError, ValueError):  # a cache of another aiimg, or edited by hand: read the work
         return None
     return work if listing_key(work.listing) == key else None
 
 
+def _summary_ok(work: Work) -> bool:
+    """Whether a summary from the works cache has the types :meth:`Work.summary` gives them."""
+    texts = [work.title, work.description, work.created, work.updated, work.prompt, work.draft_id]
+    return (
+        all(isinstance(t, str) for t in texts)
+        and isinstance(work.tags, list)
+        and all(isinstance(t, str) for t in work.tags)
+        and isinstance(work.old_draft, bool)
+    )
+
+
+def read_again(content: Content, work: Work, problems: list[str]) -> None:
+    """A work taken from the works cache whose own line there cannot be used (unreadable, or not
+    as :mod:`pipeline.gallery.cache` writes it): its pictures and content key read from its
+    folder, as if it were not in the cache (none when it cannot be read now)."""
+    before = len(problems)
+    fresh = _read_work(content, work.id, problems, _Files(work.listing.partition("\n\n")[0]))
+    work.cacheable = fresh is not None and len(problems) == before
+    work.content, work.pictures = (fresh.content, fresh.pictures) if fresh else ("", [])
+
+
 def listing_key(listed: str) -> str:
-    """What the works cache keeps of a listing (10,000 of them on every build)."""
-    return hashlib.sha1(listed.encode()).hexdigest()
+    """What the works cache keeps of a listing (10,000 of them on every build). A name that is
+    not UTF-8 is listed as os.scandir gives it (surrogate escapes): hashed as its bytes."""
+    return hashlib.sha1(listed.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def source_listing(content: Content, work_id: str, listed: str, old_draft: str | bool) -> str:
+def source_listing(listed: str, draft_listed: str | None) -> str:
     """What a work is read from: its folder's listing and, for an older work, its draft
-    folder's (an AiimgError for a bad draft id)."""
-    if not old_draft:
-        return listed
-    return f"{listed}\n\n{listing(str(content.draft_folder(check_id(old_draft))))}"
+    folder's (a listing holds no empty line)."""
+    return listed if draft_listed is None else f"{listed}\n\n{draft_listed}"
+
+
+def draft_listing(content: Content, draft_id: str) -> str:
+    """The :func:`listing` of a draft's folder in content/drafts ("" when unreadable)."""
+    return listing(str(content.draft_folder(check_id(draft_id)))) or ""
 
 
 def listing(folder: str) -> str | None:
     """``name<TAB>size<TAB>mtime_ns<TAB>inode`` of each file in ``folder`` and in its sub-folders
     (``finished/1.png``: a finished copy is part of its work), a line each, by name; None when
     unreadable. A string, not rows: 10,000 works are 50,000 files, compared and hashed on every
-    build."""
+    build. A name with a tab or a line break is left out (the build reads no such file): the
+    rows are parsed back (:func:`listed_files`)."""
     rows = []
     try:
         with os.scandir(folder) as found:
             for e in found:
+                if "\t" in e.name or "\n" in e.name:
+                    continue
                 if e.is_file():
                     st = e.stat()
                     rows.append(f"{e.name}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}")
@@ -219,6 +249,7 @@ class _Files:
 
     def __init__(self, listed: str):
         self.listed = listed
+        self.draft: str | None = None  # an older work's draft folder, listed before its draft is read
 
     def there(self, path: Path) -> bool:
         return has_file(self.listed, path.name)
@@ -304,7 +335,9 @@ def _draft(content: Content, work_id: str, draft_id: str, problems: list[str], f
         if own:
             recipe = DraftRecipe.from_json(read_json(recipe_path), recipe_path)
         else:
-            image = content.draft(check_id(draft_id)).image
+            # listed first: an edit made once it is read shows in the listing the next build compares
+            files.draft = draft_listing(content, draft_id)
+            image = content.draft(draft_id).image
             recipe = content.read_draft(draft_id)
     except AiimgError as exc:
         problems.append(f"{exc}; work {work_id} shown without its draft")

@@ -132,7 +132,7 @@ def encode_all(
             cache.keep(work)
             continue
         if work.pictures is None:
-            cache.fill(work)
+            cache.fill(work, problems)
         todo.append(work)
     made, hashes = _settle(todo, site, out, cache, problems, pool)
     for work in todo:

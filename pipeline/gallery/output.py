@@ -21,7 +21,9 @@ One line a work, so that a build parses only the works it touches: a work whose 
 change keeps its line as it was read, bytes never parsed nor even decoded (10,000 works are
 ~20 MB of lines, 40,000 pictures of meta: parsing them all would cost more than the rest of a
 one-work rebuild).
-A manifest of format 1 (one JSON object) is read too, once.
+A manifest of format 1 (one JSON object) is read too, once. A manifest damaged or of another
+shape is as good as none, and so is a picture's entry in a work's line that is not as images.py
+writes it (or names a file outside ``images/<id>/``): that picture is made again.
 
 Every path is relative to output/ and checked by :meth:`Output.path` before use: no ``..``,
 no absolute path, nothing that resolves outside output/.
@@ -49,6 +51,7 @@ DEPTH = 4  # the deepest folder a build writes to: tags/<slug>/page/<n>/ (images
 SIZE_PARTS = ("originals", "display images", "thumbnails", "pages", "search index")
 SEARCH_FILES = ("pagefind/", ".aiimg-search.json")  # the search index (search.py) and its record
 IMAGE_PARTS = {"original": "originals", "display": "display images", "thumb": "thumbnails"}  # meta["bytes"]
+FILE_LISTS = ("thumb", "display", "thumb_avif", "display_avif")  # a picture's meta: [[file, width, height], ...]
 
 
 def clean_debris(root: Path, changed: list[str] | None = None, known: set[str] = frozenset()) -> int:
@@ -94,12 +97,41 @@ def record_line(work_id: str, entries: list[tuple[str, dict]]) -> bytes:
 
 
 def record_entries(line: bytes) -> list[tuple[str, dict]]:
-    """[(stem, {key, original_key, meta}), ...] of a work's line ([] for b"" or a bad one)."""
+    """[(stem, {key, original_key, meta}), ...] of a work's line ([] for b"" or a bad one; an
+    entry that is not as images.py writes it is left out: its picture is made again)."""
     try:
-        _, entries = json.loads(line)
-        return [(str(stem), entry) for stem, entry in entries if isinstance(entry, dict) and entry.get("meta")]
+        wid, entries = json.loads(line)
+        return [(stem, entry) for stem, entry in entries if _entry_ok(f"images/{wid}/", stem, entry)]
     except (ValueError, TypeError):
         return []
+
+
+def _entry_ok(folder: str, stem, entry) -> bool:
+    """Whether a picture's entry has the shape images.py gives it, every file it names in its
+    work's ``folder`` (a manifest damaged or edited by hand must not stop a build)."""
+    meta = entry.get("meta") if isinstance(entry, dict) else None
+    if not isinstance(stem, str) or not isinstance(meta, dict):
+        return False
+    try:
+        rows = [(f, w, h) for kind in FILE_LISTS for f, w, h in meta.get(kind) or ()]
+        counted = list(meta["bytes"].items())
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return False
+    numbers = [meta.get("w"), meta.get("h"), *(n for _, w, h in rows for n in (w, h)), *(n for _, n in counted)]
+    return (
+        bool(meta.get("thumb") and meta.get("display"))
+        and isinstance(meta.get("color"), str)
+        and isinstance(meta.get("original_format", ""), str)
+        and all(type(n) is int for n in numbers)
+        and all(kind in IMAGE_PARTS for kind, _ in counted)
+        and all(_in_folder(folder, f) for f in [*(f for f, _, _ in rows), meta.get("original")])
+    )
+
+
+def _in_folder(folder: str, rel) -> bool:
+    """Whether ``rel`` names a file right in ``folder`` ("images/<id>/")."""
+    name = rel[len(folder) :] if isinstance(rel, str) and rel.startswith(folder) else ""
+    return name not in ("", ".", "..") and "/" not in name
 
 
 def record_files(line: bytes) -> set[str]:
@@ -118,7 +150,7 @@ def record_bytes(line: bytes) -> dict[str, int]:
 
 def image_files(meta: dict) -> list[str]:
     """The thumbnails and display images of one encoded picture."""
-    groups = [meta.get(k) or [] for k in ("thumb", "display", "thumb_avif", "display_avif")]
+    groups = [meta.get(k) or [] for k in FILE_LISTS]
     return [f for g in groups for f, _, _ in g]
 
 
@@ -155,6 +187,7 @@ class Output:
         self.written: list[str] = []
         self.unchanged: list[str] = []
         self.touched: set[str] = set()  # every folder a file was written to or removed from, and those above
+        self.removed: set[str] = set()  # the stale files removed (remove_stale)
         self._listings: dict[str, set[str]] = {}
         self._trusted: set[str] = set()
 
@@ -258,11 +291,14 @@ class Output:
                 gone |= record_files(line) - (record_files(now) if now else set())
         return sorted(gone)
 
-    def remove_stale(self) -> list[str]:
-        """Delete what the last build made and this one did not; prune emptied folders."""
-        removed = remove(self.root, self.stale())
+    def remove_stale(self, but: tuple[str, ...] = ()) -> list[str]:
+        """Delete what the last build made and this one did not, but the files under ``but``
+        (prefixes: a later call removes them); prune emptied folders. Returns what it removed."""
+        stale = [rel for rel in self.stale() if rel not in self.removed and not rel.startswith(but)]
+        removed = remove(self.root, stale)
         for rel in removed:
             self.touch(rel)
+        self.removed.update(removed)
         return removed
 
 
@@ -305,7 +341,7 @@ def empty_manifest(crc: int | None = None) -> dict:
 def read_manifest(root: Path) -> dict:
     """The last build's manifest: {"files": {rel: bytes}, "pages": {rel: key}, "records": {id:
     line}, "format", "crc": a CRC-32 of its bytes (None when there is none)}; empty for a first
-    build or an unreadable file."""
+    build or an unreadable or damaged file."""
     try:
         raw = (Path(root) / MANIFEST).read_bytes()
     except OSError:
@@ -316,15 +352,19 @@ def read_manifest(root: Path) -> dict:
         data = json.loads(head)
     except ValueError:
         return empty_manifest(crc)
-    if isinstance(data, dict) and data.get("format") == 1:
-        return {**_from_format_1(data), "format": 1, "crc": crc}
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    try:
+        if isinstance(data, dict) and data.get("format") == 1:
+            manifest = {**_from_format_1(data), "format": 1}
+        elif isinstance(data, dict) and data.get("format") == FORMAT:
+            records = {line_id(line): line for line in rest.split(b"\n") if line}
+            records.pop("", None)
+            manifest = {"files": data["files"], "pages": data["pages"], "records": records, "format": FORMAT}
+        else:
+            return empty_manifest(crc)
+        sizes_ok = all(type(n) is int for n in manifest["files"].values())
+    except (AttributeError, KeyError, TypeError, ValueError):  # damaged or edited: as if there were none
         return empty_manifest(crc)
-    if not all(isinstance(data.get(k), dict) for k in ("files", "pages")):
-        return empty_manifest(crc)
-    records = {line_id(line): line for line in rest.split(b"\n") if line}
-    records.pop("", None)
-    return {"files": data["files"], "pages": data["pages"], "records": records, "format": FORMAT, "crc": crc}
+    return {**manifest, "crc": crc} if sizes_ok and isinstance(manifest["pages"], dict) else empty_manifest(crc)
 
 
 def _from_format_1(data: dict) -> dict:

@@ -23,13 +23,13 @@ Templates get user text (prompts, tags, titles) raw; Jinja's autoescape escapes 
 and XML alike. Tag slugs are ASCII made here, never the tag text itself.
 
 A page is rendered only when its key changed: the key of a list page is made of its works'
-digests (collect.Work), a work page's of its own and its neighbours' ids, so that keeping
-10,000 pages costs a hash each. A work's recipes are read for its own page only (collect.load).
+digests (collect.Work), a work page's of its own digest, its neighbours' ids and its tags'
+slugs, so that keeping 10,000 pages costs a hash each. A work's recipes are read for its own
+page only (collect.load).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -41,18 +41,15 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from jinja2 import BytecodeCache, Environment, PackageLoader, StrictUndefined, select_autoescape
-from jinja2.bccache import Bucket
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from PIL import Image
 
 from pipeline import __version__, metadata
-from pipeline.errors import AiimgError
-from pipeline.files import atomic_write_bytes
 from pipeline.gallery import search
 from pipeline.gallery.collect import Work, unload
 from pipeline.gallery.i18n import format_date, strings
 from pipeline.gallery.output import Output
-from pipeline.gallery.stamp import template_files
+from pipeline.gallery.stamp import digest_files, template_files
 from pipeline.metadata import SAMPLER_NAMES, a1111_parameters
 
 FEED_SIZE = 30  # newest works in feed.xml
@@ -74,12 +71,11 @@ class Tag:
     works: list[Work]
 
 
-def render_site(works: list[Work], site, out: Output, load, problems: list[str], cache_dir: Path) -> None:
+def render_site(works: list[Work], site, out: Output, load, problems: list[str]) -> None:
     """Every page whose key changed. ``load(work)``: read a work's recipes for its page
     (collect.load); a work that cannot be read now keeps its page as it was (a problem).
-    ``cache_dir``: where the compiled templates are kept (:class:`CompiledTemplates`)."""
+    The templates are compiled on every build (~0.1 s): no compiled code is kept on disk."""
     env = _environment(site)
-    env.bytecode_cache = CompiledTemplates(cache_dir)
     # with the search extra (and something to find): a search box on every page, the search page
     env.globals["search"] = bool(works) and search.available() is not None
     env.globals["assets"] = _assets(out, env.globals["search"])
@@ -93,26 +89,6 @@ def render_site(works: list[Work], site, out: Output, load, problems: list[str],
         page = env.get_template("search.html").render(root="../", path="search/", og_work=None, batch=SEARCH_BATCH)
         search.write_file(out, "search/index.html", page.encode("utf-8"))
     _extras(env, out, works, tags)
-
-
-class CompiledTemplates(BytecodeCache):
-    """Jinja's compiled templates, a file per template in ``content/.aiimg/gallery-templates/``
-    (a cache: compiling them again costs ~0.1 s, a tenth of a one-work rebuild). Jinja checks
-    each against its template's source and its own version and compiles again when they differ."""
-
-    def __init__(self, where: Path):
-        self.where = Path(where)
-
-    def load_bytecode(self, bucket: Bucket) -> None:
-        with contextlib.suppress(OSError):
-            bucket.bytecode_from_string(self._file(bucket).read_bytes())
-
-    def dump_bytecode(self, bucket: Bucket) -> None:
-        with contextlib.suppress(AiimgError):  # not written: compiled again next time
-            atomic_write_bytes(self._file(bucket), bucket.bytecode_to_string(), durable=False)
-
-    def _file(self, bucket: Bucket) -> Path:
-        return self.where / f"{bucket.key}.bin"
 
 
 def _environment(site) -> Environment:
@@ -166,11 +142,12 @@ def _json(data) -> str:
 
 
 def _env_key(env: Environment, site) -> str:
-    """Everything every page depends on: templates, static files, settings, aiimg version."""
+    """Everything every page depends on: templates, static files, settings, aiimg version (not
+    where aiimg is installed: the keys are in the manifest, which is the same wherever it is)."""
     pages_depend_on = [dataclasses.asdict(site), __version__, env.globals["assets"], env.globals["search"]]
     digest = hashlib.sha256(json.dumps(pages_depend_on).encode())
-    for path in [*template_files(), Path(metadata.__file__)]:  # metadata.py writes the infotexts
-        digest.update(str(path).encode() + path.read_bytes())
+    # metadata.py writes the infotexts
+    digest_files(digest, [*template_files(), ("metadata.py", Path(metadata.__file__))])
     return digest.hexdigest()
 
 

@@ -23,7 +23,8 @@ The search step's files (the index, the search page, its module) are written by
 budget, while the build's report counts the same pages with or without the extra; the index
 says what it did in its own log line.
 
-The build calls :func:`update_index` after rendering, and the build's stamp includes
+The build calls :func:`update_index` once the pages are rendered and the stale ones removed
+(the index's own stale files are removed after it), and the build's stamp includes
 :func:`fingerprint`, so that installing or removing the extra is not a no-op build.
 """
 
@@ -99,7 +100,9 @@ def fingerprint() -> str:
 
 def update_index(out: Output) -> list[str]:
     """Bring ``output/pagefind/`` up to date with the work pages just rendered into ``out``.
-    Call it after every page is rendered and before ``out.remove_stale``. Returns the problems
+    Call it once every page is rendered and the stale pages are removed (Pagefind reads the
+    work pages on disk: a removed work's must be gone), before the index's own stale files are
+    (``out.remove_stale``: it keeps the files named here). Returns the problems
     (Pagefind failed: the pages have a search box but no index until a build succeeds)."""
     tool = available()
     if tool is None:

@@ -12,7 +12,8 @@ The stamp hashes aiimg's, Pillow's and Pagefind's versions (search on or off), t
 settings, the output folder, the templates and static files, and the name, size, mtime and
 inode of every file in every ``works/<id>/`` folder (a work holds its draft: works are
 self-contained) and in the draft folder of every older work whose draft the last build read
-from ``content/drafts``.
+from ``content/drafts``, as listed before the build read them (an edit made while a build runs
+is seen by the next one).
 
 ``folders`` is the mtime and inode of every folder of output/ the build left files in, taken
 after its last write. A file removed from output/ (or added: a killed build's temp file, a
@@ -45,6 +46,7 @@ import logging
 import os
 import time
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import PIL
@@ -54,7 +56,7 @@ from pipeline.content import Content
 from pipeline.errors import AiimgError
 from pipeline.files import atomic_write_bytes
 from pipeline.gallery import search
-from pipeline.gallery.collect import listing
+from pipeline.gallery.collect import draft_listing, listing
 
 log = logging.getLogger("aiimg.gallery")
 
@@ -83,16 +85,13 @@ def works_snapshot(content: Content) -> Snapshot:
     return Snapshot({name: listing(os.path.join(root, name)) for name in folders})
 
 
-def stamp(cfg, content: Content, snapshot: Snapshot, drafts: list[str]) -> str:
-    """Of everything the build reads. ``drafts``: the ids of the drafts read from content/drafts
-    (an AiimgError for a bad id)."""
+def stamp(cfg, snapshot: Snapshot, drafts: dict[str, str]) -> str:
+    """Of everything the build reads. ``drafts``: {id: its folder's listing} of the drafts read
+    from content/drafts, as the build listed them before reading them (collect.draft_listing)."""
     versions = [__version__, PIL.__version__, search.fingerprint()]  # search on or off changes every page
-    seen = [versions, dataclasses.asdict(cfg.site), str(cfg.output_dir), snapshot.digest]
+    seen = [versions, dataclasses.asdict(cfg.site), str(cfg.output_dir), snapshot.digest, drafts]
     h = hashlib.sha256(json.dumps(seen).encode())
-    for draft_id in drafts:
-        h.update(json.dumps(listing(str(content.draft_folder(draft_id)))).encode())
-    for path in template_files():
-        h.update(str(path).encode() + path.read_bytes())
+    digest_files(h, template_files())
     return h.hexdigest()
 
 
@@ -138,16 +137,17 @@ def unchanged(cfg, content: Content, snapshot: dict, record: dict | None, change
     if not record or changes != [] or not record.get("folders"):
         return False
     try:
-        return stamp(cfg, content, snapshot, record["drafts"]) == record.get("stamp")
+        drafts = {draft_id: draft_listing(content, draft_id) for draft_id in record["drafts"]}
+        return stamp(cfg, snapshot, drafts) == record.get("stamp")
     except (AiimgError, TypeError, KeyError):  # a stamp of an older aiimg, or edited by hand: just build
         return False
 
 
-def save(cfg, content: Content, snapshot: dict, drafts: list[str], output: dict, left: dict, counts: dict) -> None:
-    """After the build's last write to output/. ``output``: "folders", those it left files in;
-    "seen", their states as :func:`output_changes` found them; "touched", those it wrote to (or
-    cleaned): stated again. ``left``: the CRC-32s of the manifest and the works cache it left
-    (:func:`left_as_is`)."""
+def save(cfg, content: Content, snapshot: dict, drafts: dict[str, str], output: dict, left: dict, counts: dict) -> None:
+    """After the build's last write to output/. ``drafts``: see :func:`stamp`. ``output``:
+    "folders", those it left files in; "seen", their states as :func:`output_changes` found
+    them; "touched", those it wrote to (or cleaned): stated again. ``left``: the CRC-32s of the
+    manifest and the works cache it left (:func:`left_as_is`)."""
     seen, touched = output["seen"], output["touched"]
     again = {rel for rel in output["folders"] if rel in touched or seen.get(rel) is None}
     states = {rel: seen[rel] for rel in output["folders"] if rel not in again}
@@ -155,8 +155,8 @@ def save(cfg, content: Content, snapshot: dict, drafts: list[str], output: dict,
     since = time.time_ns() - RACY_NS
     racy = {rel: _names(cfg.output_dir, rel) for rel, state in states.items() if state and state[0] >= since}
     record = {
-        "stamp": stamp(cfg, content, snapshot, drafts),
-        "drafts": drafts,
+        "stamp": stamp(cfg, snapshot, drafts),
+        "drafts": list(drafts),
         "folders": states,
         "racy": racy,
         "left": left,
@@ -210,10 +210,20 @@ def read(content: Content) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def template_files(folder=None) -> list:
-    """Every file of pipeline/site_templates (templates and static assets), sorted."""
+def template_files(folder=None, under: str = "") -> list[tuple[str, Traversable]]:
+    """Every file of pipeline/site_templates (templates and static assets), by its path there
+    ("static/site.css"), sorted."""
     folder = folder or resources.files("pipeline").joinpath("site_templates")
     found = []
     for entry in folder.iterdir():
-        found += template_files(entry) if entry.is_dir() else [entry]
-    return sorted(found, key=str)
+        name = f"{under}{entry.name}"
+        found += template_files(entry, f"{name}/") if entry.is_dir() else [(name, entry)]
+    return sorted(found, key=lambda named: named[0])
+
+
+def digest_files(h, files: list[tuple[str, Traversable]]) -> None:
+    """Each (name, file) into the hash ``h``: its name (never where aiimg is installed: the
+    same site, the same stamp and page keys, wherever aiimg is) and its bytes."""
+    for name, path in files:
+        data = path.read_bytes()
+        h.update(f"{name}\0{len(data)}\0".encode() + data)
