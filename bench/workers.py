@@ -14,7 +14,7 @@
 4. start-up and memory: from `aiimg run` to every worker ready, and the resident memory (RSS and
    PSS) of the owner, of each worker process and, with Ray, of Ray's own services.
 
-Usage: python bench/workers.py [--rounds 4] [--drafts 6] [--steps 10] [--seeds 5] [--no-ray]
+Usage: python bench/workers.py [--rounds 4] [--drafts 6] [--steps 10] [--seeds 5] [--no-ray] [--turns-only]
 Results: bench/results/workers.json; bench/README.md keeps the figures.
 """
 
@@ -211,6 +211,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--turns-only", action="store_true", help="1-2 alone (throughput and overhead)")
     args = parser.parse_args()
     ray = not args.no_ray
     names = ["in-process", "local x1", "local x2", *(["ray x1"] if ray else [])]
@@ -222,13 +223,15 @@ def main() -> None:
             import ray as _ray
 
             _ray.shutdown()  # the `aiimg run` below starts its own
-        for name, count in [("in-process", 1), ("local x2", 1), ("local x2", 3), *([("ray x2", 1)] if ray else [])]:
+        latencies = [("in-process", 1), ("local x2", 1), ("local x2", 3), *([("ray x2", 1)] if ray else [])]
+        for name, count in [] if args.turns_only else latencies:
             print(f"3-4. seed latency, start-up and memory: {name}, seeds of {count}", flush=True)
             key = f"latency {name}" + (f" count {count}" if count != 1 else "")
             results[key] = latency(work, name, args.seeds, 25, count)
             print(f"  {json.dumps(results[key])}", flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    path = RESULTS.with_name("workers-turns.json") if args.turns_only else RESULTS
+    path.write_text(json.dumps(results, indent=2) + "\n")
     report(results)
 
 
@@ -239,6 +242,11 @@ def report(results: dict) -> None:
     print(f"2. overhead     1 local / in-process = {per['local x1'] / per['in-process']:.3f}  (goal <= 1.03)")
     if "ray x1" in per:
         print(f"                1 Ray / in-process   = {per['ray x1'] / per['in-process']:.3f}  (goal <= 1.05)")
+    seconds = results["turns"]["seconds"]
+    for name in ("local x2", "local x1", "ray x1"):
+        if name in seconds:  # a round's configurations ran minutes apart at most: the fairest pairs
+            ratios = [b / a for a, b in zip(seconds["in-process"], seconds[name])]
+            print(f"   {name} / in-process, round by round: {' '.join(f'{r:.3f}' for r in ratios)}")
     for name, slack in (("in-process", 0.5), ("local x2", 0.5), ("local x2 count 3", 0.5), ("ray x2", 1.0)):
         r = results.get(f"latency {name}")
         if r:
