@@ -22,6 +22,7 @@ is encoded while the draft in progress winds down.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from pipeline.errors import AiimgError
@@ -49,7 +50,7 @@ class Died:
     at_start: bool = False  # it never got its model loaded (a bad model, no such GPU...)
 
 
-class Worker:
+class Worker(ABC):
     """The owner's handle on one worker: what it is doing, for the scheduler and `aiimg status`."""
 
     transport = "?"
@@ -67,25 +68,27 @@ class Worker:
 
     # -- the transport's part -------------------------------------------------------------------
 
+    @abstractmethod
     def start(self, events) -> None:
         """Begin loading the model; post Ready or Died to ``events`` (a queue.Queue)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def submit(self, job: Job) -> None:
         """Hand over a job (the worker is idle); its result comes as Finished."""
-        raise NotImplementedError
 
+    @abstractmethod
     def stop_job(self) -> None:
         """Ask the job in progress to stop (a draft within its step, a variation after it)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def prefetch(self, job: Job) -> None:
         """A hint: this variation comes next; encode its draft while the job in progress stops."""
 
+    @abstractmethod
     def progress(self) -> float:
         """How far the job in progress is (steps done / steps); comparable between workers of one transport."""
-        return 0.0
 
+    @abstractmethod
     def close(self) -> None:
         """Let go of the device: the worker's thread, process or actor ends."""
 
