@@ -246,4 +246,8 @@ def _stages_before_ladders(recipe: VariationRecipe, source: Image.Image) -> list
 
 
 def save(content: Content, image: Image.Image, recipe: VariationRecipe) -> None:
-    content.write_variation(recipe.parent, recipe.file, png_bytes(image, recipe.to_json()))
+    # The raw is as made: a [finish] copy's steps belong in the copy (and work.json), whatever
+    # order a worker and the owner fill them in.
+    parameters = recipe.to_json()
+    parameters.pop("finished", None)
+    content.write_variation(recipe.parent, recipe.file, png_bytes(image, parameters))

@@ -261,6 +261,7 @@ def test_the_studio_finishes_each_variation_of_a_seed_into_a_copy(tmp_path, tiny
     assert v.finished["steps"] == [{"step": "unsharp", "radius": 2, "percent": 80, "threshold": 3}]
     with Image.open(studio.content.variation_path(draft.id, v.file)) as raw:
         raw_pixels = np.asarray(raw.convert("RGB"))
+        assert "Finishing" not in metadata.parse_parameters(raw.text["parameters"])  # the raw, as made
     with Image.open(studio.content.finished_path(draft.id, v.file)) as done:
         expected = Image.fromarray(raw_pixels).filter(ImageFilter.UnsharpMask(radius=2, percent=80, threshold=3))
         assert np.array_equal(np.asarray(done.convert("RGB")), np.asarray(expected))
