@@ -56,8 +56,6 @@ class Serving:
     seed: Seed
     plan: rounds.Plan
     source: Image.Image
-    queued: int = 0
-    running: int = 0
     begun: bool = False  # recorded in work.json (with its first job handed out)
     ended: str = ""  # "" | "cancelled" (seed.txt removed) | "answered" (seed.error.txt written)
 
@@ -109,7 +107,6 @@ class Studio:
         self.scan_due = True
         self.last_scan = 0.0
         self.backoff_until = 0.0  # after an error that is not a seed's (a full disk): drafts and rounds pause
-        self.restart_at: dict[int, float] = {}  # id(worker) -> when to start it again
         self.drafts_begun = 0  # made or in progress (for --max-drafts)
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="aiimg-writer")
         self.scorer = ThreadPoolExecutor(1, thread_name_prefix="aiimg-scorer")
@@ -232,9 +229,9 @@ class Studio:
 
     def _wait(self) -> None:
         now = time.monotonic()
-        until = [self.last_scan + self.cfg.run.rescan_seconds, *self.restart_at.values()]
-        if self.backoff_until > now:
-            until.append(self.backoff_until)
+        # no scan while backing off: the next is due when the pause ends, not before
+        scan_at = max(self.last_scan + self.cfg.run.rescan_seconds, self.backoff_until)
+        until = [scan_at, *(w.restart_at for w in self.workers if w.state == "dead")]
         if not self.running:
             self._status(f"idle: {self._idle_reason()}")
             self.drain()
@@ -302,8 +299,12 @@ class Studio:
             self._end_if_idle(serving)
 
     def _enqueue(self, ticket: Ticket, first: bool = False) -> None:
-        ticket.serving.queued += 1
         (self.queue.appendleft if first else self.queue.append)(ticket)
+
+    def _requeue(self, ticket: Ticket) -> None:
+        """A variation that was not written waits again, first in line; not for a round that ended."""
+        if not ticket.serving.ended:
+            self._enqueue(Ticket(Job(next(self.ids), ticket.job.recipe, ticket.job.source), ticket.serving), True)
 
     def _cancel(self, serving: Serving) -> None:
         serving.ended = "cancelled"
@@ -320,7 +321,6 @@ class Studio:
 
     def _drop_queued(self, serving: Serving) -> None:
         self.queue = deque(t for t in self.queue if t.serving is not serving)
-        serving.queued = 0
 
     def _answer(self, seed: Seed, message: str) -> None:
         """The seed cannot be served: say why beside its marker (the loop goes on with other work)."""
@@ -339,7 +339,7 @@ class Studio:
 
     def _end_if_idle(self, serving: Serving) -> None:
         """A round with nothing queued or running is over: done, cancelled, or answered."""
-        if serving.queued or serving.running:
+        if any(t.serving is serving for t in (*self.queue, *self.running.values())):
             return
         self.serving.pop(serving.seed.marker.folder, None)
         if serving.ended != "answered":
@@ -355,6 +355,8 @@ class Studio:
     # -- 2. handing out work ------------------------------------------------------------------
 
     def _dispatch(self) -> None:
+        if self.backoff_until > time.monotonic():  # something failed (a full disk): everything pauses
+            return
         for worker in self.workers:
             if worker.state != "idle":
                 continue
@@ -371,18 +373,14 @@ class Studio:
         while self.queue:
             ticket = self.queue.popleft()
             serving = ticket.serving
-            serving.queued -= 1
             if not rounds.still_marked(serving.seed.marker.folder):  # removed meanwhile: the rest is cancelled
-                serving.queued += 1
                 self.queue.appendleft(ticket)
                 self._cancel(serving)
                 continue
             if not self._begun(serving):
-                serving.queued += 1
                 self.queue.appendleft(ticket)
                 return None
             ticket.job.recipe.created = utc_now()
-            serving.running += 1
             return ticket
         return None
 
@@ -456,7 +454,6 @@ class Studio:
 
     def _on_ready(self, event: Ready) -> None:
         event.worker.state = "idle"
-        self.restart_at.pop(id(event.worker), None)
         if self.info is not None:  # not the first: the loop is running, tell `aiimg status`
             self._status(f"worker {event.worker.name} ready")
         if self.info is None:
@@ -478,8 +475,6 @@ class Studio:
         del self.running[result.job_id]
         worker.release()
         self.scan_due = True
-        if ticket.serving is not None:
-            ticket.serving.running -= 1
         if result.stopped:
             self._on_stopped(ticket)
         elif result.error:
@@ -500,7 +495,7 @@ class Studio:
                 self.made["preempted"] += 1
                 trace("draft_preempted", id=ticket.job.recipe.id)
         elif not self.stopping:  # a variation stops only at shutdown; otherwise it waits again
-            self._enqueue(Ticket(Job(next(self.ids), ticket.job.recipe, ticket.job.source), ticket.serving), True)
+            self._requeue(ticket)
 
     def _on_failure(self, worker: Worker, ticket: Ticket, result) -> None:
         worker.last_error = result.error
@@ -519,19 +514,18 @@ class Studio:
         log.error("worker %s %s: %s", worker.name, "could not start" if at_start else "died", worker.last_error)
         ticket = self.running.pop(job.id, None) if job else None
         if ticket is not None and ticket.serving is not None:  # its variation waits again, first in line
-            ticket.serving.running -= 1
-            self._enqueue(Ticket(Job(next(self.ids), job.recipe, job.source), ticket.serving), first=True)
+            self._requeue(ticket)
+            self._end_if_idle(ticket.serving)
         elif ticket is not None:
             self.drafts_begun -= 1  # a draft is dropped: the next one is planned afresh
         first, cap = RESTART_AFTER_S
-        self.restart_at[id(worker)] = time.monotonic() + min(cap, first * 2 ** (worker.deaths - 1))
+        worker.restart_at = time.monotonic() + min(cap, first * 2 ** (worker.deaths - 1))
         self._status(f"worker {worker.name} died; starting it again")
 
     def _restart_dead(self) -> None:
         now = time.monotonic()
         for worker in self.workers:
-            if worker.state == "dead" and self.restart_at.get(id(worker), now + 1) <= now:
-                del self.restart_at[id(worker)]
+            if worker.state == "dead" and worker.restart_at <= now:
                 worker.state = "starting"
                 log.info("starting worker %s again", worker.name)
                 worker.start(self.events)
@@ -564,7 +558,7 @@ class Studio:
                 finishing.save_finished(self.content, recipe, result.finished)
             rounds.record(self.content, serving.plan, recipe)
         except AiimgError as exc:  # e.g. disk full: nothing recorded; the variation waits again
-            self._enqueue(Ticket(Job(next(self.ids), recipe, ticket.job.source), serving), first=True)
+            self._requeue(ticket)
             self._back_off(str(exc))
             return
         self.made["variations"] += 1

@@ -122,3 +122,27 @@ def test_a_seed_cancels_a_draft_in_progress_on_an_actor(cluster, tmp_path, monke
     assert studio.made["preempted"] == names.count("preempt") <= 1
     if studio.made["preempted"]:
         assert names.index("marker_event") < names.index("preempt") < names.index("draft_preempted")
+
+
+def test_an_actor_that_could_not_load_its_model_is_let_go_before_its_next_try(cluster, tmp_path):
+    import queue
+
+    from pipeline.workers import Died
+    from pipeline.workers.cluster import RayWorker
+
+    path = tmp_path / "bad.toml"
+    path.write_text(RAY.replace("[prompt]", '[model]\nid = "nowhere/such-model"\n[prompt]'))
+    cfg = config.load(path)
+    worker, events = RayWorker(cfg, "ray#1", {"num_cpus": 1, "max_concurrency": 2}), queue.Queue()
+    try:
+        worker.start(events)
+        died = events.get(timeout=120)
+        assert isinstance(died, Died) and died.at_start and "nowhere/such-model" in died.why
+        first = worker.actor
+        assert cluster.get(first.__ray_ready__.remote(), timeout=60)  # alive, holding its CPU (or GPU)
+        worker.start(events)  # the owner's next try
+        with pytest.raises(cluster.exceptions.RayActorError):  # the first was killed, not left holding it
+            cluster.get(first.__ray_ready__.remote(), timeout=60)
+        assert isinstance(events.get(timeout=120), Died)
+    finally:
+        worker.close()

@@ -215,11 +215,11 @@ def test_fixing_the_marker_clears_the_error(studio):
     assert not (marker.parent / "seed.error.txt").exists()
 
 
-def test_disk_full_loses_nothing_and_the_variation_is_made_again_after_a_pause(studio, monkeypatch):
+def test_disk_full_loses_nothing_and_the_variation_is_made_again_after_a_pause(studio, monkeypatch, cfg):
     draft_id = one_draft(studio)
     mark(studio, draft_id, "count = 2")
-    real = files.os.replace
-    failed = []
+    real, real_make, real_wait = files.os.replace, variations.make, studio._wait
+    failed, made, waits = [], [], []
 
     def full_once(src, dst):
         if str(dst).endswith("2.png") and not failed:
@@ -227,9 +227,22 @@ def test_disk_full_loses_nothing_and_the_variation_is_made_again_after_a_pause(s
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(src, dst)
 
+    def make(model, source, recipe, **kwargs):
+        made.append((recipe.index, time.monotonic()))
+        return real_make(model, source, recipe, **kwargs)
+
+    def wait():
+        waits.append(time.monotonic())
+        real_wait()
+
     monkeypatch.setattr(files.os, "replace", full_once)
+    monkeypatch.setattr(variations, "make", make)
+    monkeypatch.setattr(studio, "_wait", wait)
     assert serve_all(studio) == 2
     assert failed and studio.made["errors"] == 1
+    assert [i for i, _ in made] == [1, 2, 2]  # made again once, not again and again while the disk is full
+    assert made[2][1] - failed[0] >= cfg.run.rescan_seconds * 0.9  # after the pause
+    assert len([w for w in waits if w >= failed[0]]) < 20  # the loop sleeps through the pause, it does not spin
     assert [v.file for v in studio.content.read_work(draft_id).variations] == ["1.png", "2.png"]
     assert not list(studio.content.work_folder(draft_id).glob(".*tmp"))
 

@@ -66,6 +66,30 @@ def test_prefetched_latents_give_the_same_pixels_as_encoding_in_the_job(tiny, cf
     assert ahead.error == "" and np.array_equal(np.asarray(ahead.image), np.asarray(plain.image))
 
 
+def test_an_encode_that_failed_is_done_again_for_the_next_variation(tiny, cfg, monkeypatch):
+    source = Image.fromarray(np.random.default_rng(2).integers(0, 255, (256, 320, 3), dtype=np.uint8))
+    draft = variations.DraftRecipe(id="20261204-120000-bbbbb", prompt="a fox", width=320, height=256, seed=7)
+    from pipeline.recipes import Round
+
+    real, calls = variations.encode, []
+
+    def out_of_memory_once(*args):  # e.g. CUDA out of memory while a draft still held the device
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory")
+        return real(*args)
+
+    monkeypatch.setattr(variations, "encode", out_of_memory_once)
+    runner = Runner(cfg, tiny)
+    try:
+        first = runner.run(Job(1, variations.recipe(cfg, draft, Round("m", 2), 1, 1, tiny), source), lambda: False)
+        second = runner.run(Job(2, variations.recipe(cfg, draft, Round("m", 2), 1, 2, tiny), source), lambda: False)
+    finally:
+        runner.close()
+    assert "out of memory" in first.error and first.image is None
+    assert second.error == "" and second.image is not None and len(calls) == 2  # encoded again, not the failure
+
+
 def test_a_draft_asked_to_stop_stops_within_its_step_and_makes_nothing(tiny, cfg):
     from pipeline import drafts
 
@@ -194,15 +218,20 @@ def test_with_every_worker_drafting_a_seed_stops_one_draft_not_both(tmp_path, ti
     assert "1 draft(s) preempted by seeds" in out
 
 
-def test_a_result_from_a_worker_declared_dead_is_dropped_and_its_job_made_again(tmp_path, tiny):
+def one_draft(tmp_path, tiny):
+    """An in-process studio, started, with one draft made (close it)."""
     cfg = config.load(write_tree(tmp_path))
-    content = Content(cfg.content_dir).ensure()
-    studio = Studio(cfg, content, model=tiny)
+    studio = Studio(cfg, Content(cfg.content_dir).ensure(), model=tiny)
     studio.start()
+    studio.run(max_drafts=1, once=True, only=set())
+    studio.drain()
+    (draft,) = studio.content.drafts()
+    return studio, studio.content, draft
+
+
+def test_a_result_from_a_worker_declared_dead_is_dropped_and_its_job_made_again(tmp_path, tiny):
+    studio, content, draft = one_draft(tmp_path, tiny)
     try:
-        studio.run(max_drafts=1, once=True, only=set())
-        studio.drain()
-        (draft,) = content.drafts()
         (draft.folder / "seed.txt").write_text("count = 1")
         worker = studio.workers[0]
         real, declared = variations.make, threading.Event()
@@ -224,6 +253,34 @@ def test_a_result_from_a_worker_declared_dead_is_dropped_and_its_job_made_again(
     work = content.read_work(draft.id)
     assert [v.index for v in work.variations] == [1] and studio.made["variations"] == 1
     assert worker.deaths == 1 and worker.state == "idle"  # taken back once it answered again
+
+
+def test_a_worker_lost_after_its_seed_was_cancelled_has_nothing_made_again(tmp_path, tiny, monkeypatch):
+    from pipeline import rounds
+
+    studio, content, draft = one_draft(tmp_path, tiny)
+    try:
+        marker = draft.folder / "seed.txt"
+        marker.write_text("count = 2")
+        worker, real, cancels, made = studio.workers[0], variations.make, [], []
+
+        def make(*args, **kwargs):  # seed.txt removed mid-variation, then the worker is lost
+            made.append(1)
+            marker.unlink()
+            studio.on_change([marker])
+            wait_for(lambda: [s.ended for s in list(studio.serving.values())] == ["cancelled"], 30)
+            studio.events.put(Died(worker, "no answer"))
+            time.sleep(0.5)  # the owner handles the death before this late result arrives
+            return real(*args, **kwargs)
+
+        real_cancel = rounds.cancel
+        monkeypatch.setattr(variations, "make", make)
+        monkeypatch.setattr(rounds, "cancel", lambda content, plan: cancels.append(plan) or real_cancel(content, plan))
+        studio.run(once=True, drafting=False)
+    finally:
+        studio.close()
+    assert len(made) == 1 and len(cancels) == 1  # cancelled once; the lost variation not made again
+    assert studio.serving == {} and not studio.queue and content.read_work(draft.id).variations == []
 
 
 @pytest.mark.parametrize(

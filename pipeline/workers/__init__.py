@@ -22,6 +22,7 @@ is encoded while the draft in progress winds down.
 from __future__ import annotations
 
 import time
+import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -63,6 +64,7 @@ class Worker(ABC):
         self.stopping = False  # asked to stop its job (a draft preempted)
         self.done = 0  # images made
         self.deaths = 0
+        self.restart_at = 0.0  # dead: when the owner starts it again
         self.last_error = ""
         self.pid: int | None = None  # the process that holds the device, where it is known
 
@@ -151,14 +153,12 @@ def _cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def first_ready(events, workers: list[Worker], timeout: float | None = None):
+def first_ready(events, workers: list[Worker]):
     """Wait for the first worker to load its model; returns its Ready event. The events seen on the
     way are returned too, for the owner to handle. An AiimgError when every worker failed to start."""
     seen, failed = [], {}
-    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        event = events.get(timeout=left)
+        event = events.get()
         if isinstance(event, Ready):
             return event, seen
         seen.append(event)
@@ -166,6 +166,14 @@ def first_ready(events, workers: list[Worker], timeout: float | None = None):
             failed[event.worker.name] = event.why
             if len(failed) == len(workers):
                 raise AiimgError(_start_failure(failed))
+
+
+def explain(exc: BaseException) -> str:
+    """Why a worker could not go on, for the owner's log: an AiimgError says it all; anything
+    else comes with its traceback (call it in the ``except`` block)."""
+    if isinstance(exc, AiimgError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
 
 
 def _start_failure(failed: dict[str, str]) -> str:

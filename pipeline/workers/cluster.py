@@ -47,6 +47,8 @@ class RayWorker(Worker):
         self.call = None  # the ObjectRef of the job in progress
 
     def start(self, events) -> None:
+        if self.actor is not None:  # the last one could not load its model: alive, it would keep its GPU
+            self.close()
         self.events = events  # where the threads that wait on calls post what came of them
         self.actor = _actor_class().options(**self.options).remote(self.cfg)
         ref = self.actor.ready.remote()
@@ -192,6 +194,3 @@ class _Actor:
 
     def prefetch(self, job: Job) -> None:
         self.runner.prefetch(job)
-
-    def pid(self) -> int:
-        return os.getpid()

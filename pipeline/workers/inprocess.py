@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 import queue
 import threading
-import traceback
 
-from pipeline.errors import AiimgError
-from pipeline.workers import Died, Finished, Ready, Worker
+from pipeline.workers import Died, Finished, Ready, Worker, explain
 from pipeline.workers.jobs import Job, Runner
 
 _QUIT = None
@@ -42,25 +40,26 @@ class InProcessWorker(Worker):
     def _loop(self, events) -> None:
         if not self._load(events):
             return
+        why = ""
         try:
             while (job := self.inbox.get()) is not _QUIT:
                 events.put(Finished(self, self.runner.run(job, lambda job=job: self.cancel == job.id)))
         except BaseException as exc:  # out of memory mid-job...: the owner runs the job again, later
-            events.put(Died(self, f"{type(exc).__name__}: {exc}"))
+            why = f"{type(exc).__name__}: {exc}"
             raise
         finally:
             self.runner.close()
+            if why:  # said once the model is let go, so that a restart starts a thread of its own
+                self.thread = None
+                events.put(Died(self, why))
 
     def _load(self, events) -> bool:
         from pipeline import models
 
         try:
             model = self.model or models.load(self.cfg.model, self.device if self.device != "auto" else "")
-        except AiimgError as exc:
-            events.put(Died(self, str(exc), at_start=True))
-            return False
-        except Exception as exc:  # a broken install, no memory...: said, with its traceback in the log
-            events.put(Died(self, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", at_start=True))
+        except Exception as exc:  # a bad model file, a broken install, no memory...: said, not raised
+            events.put(Died(self, explain(exc), at_start=True))
             return False
         self.device = model.device
         if self.name == "auto":

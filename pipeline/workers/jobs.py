@@ -17,12 +17,11 @@ stop finishes its step.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from PIL import Image
 
@@ -30,8 +29,6 @@ from pipeline import conditioning, drafts, finishing, variations
 from pipeline.errors import AiimgError, MarkerError
 from pipeline.logs import trace, tracing
 from pipeline.recipes import DraftRecipe, VariationRecipe
-
-log = logging.getLogger("aiimg.workers")
 
 
 class Stopped(Exception):
@@ -69,7 +66,6 @@ class Result:
     marker_error: bool = False  # the seed asked for something that cannot run (answered beside its marker)
     details: str = ""  # an unexpected failure's traceback, for the owner's log
     seconds: float = 0.0  # wall time in the worker, from the job's arrival to its result
-    timings: dict = field(default_factory=dict)
 
 
 class Runner:
@@ -154,7 +150,8 @@ class Runner:
         step meanwhile); called from the worker's own thread and from whoever hands it jobs."""
         key = _latents_key(job)
         with self.lock:
-            if self.latents is None or self.latents[0] != key:
+            # an encode that failed (out of memory beside a draft...) is tried again, not handed on
+            if self.latents is None or self.latents[0] != key or _failed(self.latents[1]):
                 self.latents = (key, self.encoder.submit(self._encode, job.source, key))
                 trace("prefetched", id=key[0])
             return self.latents[1]
@@ -187,6 +184,10 @@ class Runner:
         if self.first_step_due:
             self.first_step_due = False
             trace("variation_first_step")
+
+
+def _failed(future: Future) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
 
 
 def _latents_key(job: Job) -> tuple:

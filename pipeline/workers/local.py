@@ -25,10 +25,8 @@ import os
 import queue
 import signal
 import threading
-import traceback
 
-from pipeline.errors import AiimgError
-from pipeline.workers import Died, Finished, Ready, Worker
+from pipeline.workers import Died, Finished, Ready, Worker, explain
 from pipeline.workers.jobs import Job, Runner
 
 PARENT_CHECK_S = 2.0  # how often a worker looks for its owner when the pipe is quiet
@@ -122,7 +120,7 @@ def main(conn, device: str, cfg, cancel, steps, owner: int) -> None:
     try:
         runner.append(_runner(cfg, device))
     except Exception as exc:
-        send(("failed", _why(exc)))
+        send(("failed", explain(exc)))
         return
     send(("ready", runner[0].model.info()))
     while (job := inbox.get()) is not None:
@@ -179,9 +177,3 @@ def _listen(conn, inbox: queue.Queue, runner: list, owner: int) -> None:
             runner[0].prefetch(payload)
         elif kind == "quit":
             inbox.put(None)
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, AiimgError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
