@@ -117,9 +117,14 @@ def why(exc: OSError) -> str:
     """The one wording of a write failure the user can act on."""
     if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
         return "disk full: free some space and run it again"
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if read_only(exc):
         return f"{exc.strerror or 'not writable'}: check the folder's permissions"
     return exc.strerror or str(exc)
+
+
+def read_only(exc: BaseException | None) -> bool:
+    """Whether a write failed for want of permission (a read-only disk or folder), not space."""
+    return isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 # -- debris of killed processes ---------------------------------------------------------------

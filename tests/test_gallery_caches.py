@@ -97,6 +97,19 @@ def test_a_works_cache_line_not_as_the_build_writes_it_is_a_miss(tmp_path, refer
     assert build(tmp_path)[1].noop
 
 
+def test_damaged_hashes_in_a_works_cache_of_an_older_aiimg_are_a_miss(tmp_path, reference):
+    content = Content(add_works(tmp_path, range(3)))
+    hashes = {}
+    for i, wid in enumerate(content.works()):
+        src = content.variation_path(wid, "1.png")
+        st = src.stat()  # the file as it is: only the entry's shape is wrong
+        hashes[str(src)] = [st.st_size, st.st_mtime_ns, st.st_ino] if i else 5  # its digest left out; no list
+    content.gallery_cache_path().parent.mkdir(parents=True, exist_ok=True)
+    content.gallery_cache_path().write_text(json.dumps({"format": 2, "hashes": hashes}))
+    cfg, report = build(tmp_path)
+    assert report.works == 3 and tree(cfg.output_dir) == reference
+
+
 @pytest.mark.parametrize("where", ["../private/secret.png", "drafts/2026-11-25/20261125-170000-0fff/draft.png", "own"])
 def test_a_works_cache_line_never_makes_the_build_read_another_file(tmp_path, reference, where):
     """Only the paths Content gives a work's pictures are read: not a file outside content/, not

@@ -198,6 +198,23 @@ def test_a_file_removed_while_a_build_runs_is_made_again_by_the_next(site, tmp_p
     assert build_site(site).noop
 
 
+def test_a_work_edited_between_reading_and_rendering_its_page_waits_for_the_next_build(site, tmp_path, monkeypatch):
+    """Its page is made of what the build read, or not at all: never a mix of old and new."""
+    content = Content(tmp_path / "content")
+    add_work(tmp_path / "content", 10)
+    wid = content.works()[-1]
+    retitle = functools.partial(content.work_meta_path(wid).write_text, 'title = "Renamed"\n', encoding="utf-8")
+    real = render.render_site
+    monkeypatch.setattr(render, "render_site", lambda *a: (retitle(), real(*a)))
+    report = build_site(site)
+    assert [p for p in report.problems if wid in p and "changed while the site was built" in p]
+    assert not (site.output_dir / "works" / wid / "index.html").exists()
+    monkeypatch.setattr(render, "render_site", real)
+    assert build_site(site).problems == []
+    assert "Renamed" in (site.output_dir / "works" / wid / "index.html").read_text(encoding="utf-8")
+    assert build_site(site).noop
+
+
 def set_seed(recipe: Path, seed: int) -> None:
     data = json.loads(recipe.read_text(encoding="utf-8"))
     recipe.write_text(json.dumps({**data, "seed": seed}), encoding="utf-8")

@@ -59,6 +59,8 @@ def test_webp_originals_are_lossless_and_keep_the_parameters(content):
     assert again.prompt == recipe["prompt"] and again.seed == recipe["seed"]
     assert (again.width, again.height) == (recipe["width"], recipe["height"])
     assert f"images/{wid}/{published.name}" in work_links(out, wid)  # the pages link the WebP
+    page = (out / "works" / wid / "index.html").read_text(encoding="utf-8")
+    assert ">WebP</a></figcaption>" in page and ">PNG</a>" not in page  # the draft's link says what it is
 
 
 def test_webp_originals_without_metadata_carry_no_parameters(content):

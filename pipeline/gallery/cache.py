@@ -41,7 +41,7 @@ from pipeline.content import Content
 from pipeline.errors import AiimgError
 from pipeline.gallery import stamp
 from pipeline.gallery.collect import Picture, Work, listed_files, listing_key, read_again
-from pipeline.gallery.output import line_id
+from pipeline.gallery.output import line_id, stem_order
 
 FORMAT = 3
 
@@ -57,7 +57,8 @@ class WorksCache:
         self.works: dict[str, list] = {w: e for w, e in works.items() if _valid(e, lines.get(w))}
         self.settings = head.get("settings") if same else None
         self.lines = lines if ours else {}
-        self.legacy = head.get("hashes") if head.get("format") == 2 and isinstance(head.get("hashes"), dict) else {}
+        legacy = head.get("hashes") if head.get("format") == 2 and isinstance(head.get("hashes"), dict) else {}
+        self.legacy = {path: h for path, h in legacy.items() if _hash_ok(h)}  # a damaged entry is a miss
         self.fresh: dict[str, list] = {}  # this build's entries and lines
         self.fresh_lines: dict[str, bytes] = {}
         self._sources: dict[str, dict] = {}
@@ -96,7 +97,7 @@ class WorksCache:
             and isinstance(content, str)
             and all(src for _, src in sources)
             and stems[:1] not in ([], ["draft"])  # a variation at least
-            and stems == sorted(set(stems), key=_stem_order)
+            and stems == sorted(set(stems), key=stem_order)
             and all(map(_hash_ok, hashes.values()))
         )
         return {"content": content, "pictures": sources, "hashes": hashes} if ok else None
@@ -207,8 +208,3 @@ _COUNTS = [int] * 4  # pictures, originals bytes, display bytes, thumbnail bytes
 
 def _hash_ok(h) -> bool:
     return isinstance(h, list) and list(map(type, h)) == [int, int, int, str]
-
-
-def _stem_order(stem: str) -> tuple[bool, int]:
-    """Variations by number, then the draft (as collect orders a work's pictures)."""
-    return (stem == "draft", 0 if stem == "draft" else int(stem))

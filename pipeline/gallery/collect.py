@@ -261,7 +261,7 @@ def load(content: Content, work: Work) -> bool:
     build reads it again)."""
     problems: list[str] = []
     fresh = _read_work(content, work.id, problems, None, keep=True)
-    if fresh is None:
+    if fresh is None or work_digest(fresh.content, work.record) != work.digest:  # its page as listed, or none
         return False
     metas = work.metas
     work.variations = [
@@ -272,6 +272,11 @@ def load(content: Content, work: Work) -> bool:
     draft = fresh.draft if fresh.draft and "draft" in metas else None
     work.draft = Variation(draft.recipe, Picture("", draft.picture.out_dir, "draft", metas["draft"])) if draft else None
     return bool(work.variations)
+
+
+def work_digest(content: str, record: bytes) -> str:
+    """A work's digest (its pages' key): what it shows from content/ and its images (its record)."""
+    return hashlib.sha256(content.encode() + b"\n" + record).hexdigest()
 
 
 def unload(work: Work) -> None:
@@ -319,7 +324,8 @@ def _variations(content: Content, work_id: str, recipes: list, problems: list[st
             continue
         # [finish] made a copy of this variation (finishing.py): the copy is what is published
         finished = content.finished_path(work_id, recipe.file)
-        shown = finished if recipe.finished and finished.is_file() else src
+        copy = finished.relative_to(content.work_folder(work_id)).as_posix()  # finished/<n>.png: listed too
+        shown = finished if recipe.finished and has_file(files.listed, copy) else src
         # the pages show the recipe as it is on disk, keys of other stages included
         out.append(Variation(recipe.to_json(), Picture(str(shown), f"images/{work_id}", src.stem)))
     return sorted(out, key=lambda v: int(v.picture.stem))

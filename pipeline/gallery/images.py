@@ -56,13 +56,13 @@ from PIL import Image, features
 from pipeline.errors import AiimgError
 from pipeline.files import atomic_copy, atomic_write_bytes
 from pipeline.gallery.cache import WorksCache
-from pipeline.gallery.collect import Picture, Work
+from pipeline.gallery.collect import Picture, Work, work_digest
 from pipeline.gallery.output import (
     IMAGE_PARTS,
     Output,
     image_files,
+    meta_bytes,
     original_files,
-    record_bytes,
     record_entries,
     record_line,
 )
@@ -137,7 +137,8 @@ def encode_all(
     made, hashes = _settle(todo, site, out, cache, problems, pool)
     for work in todo:
         if work.record:
-            counts = [sum(p.ok for p in work.pictures), *record_bytes(work.record).values()]
+            # the metas just made (work.parsed), not a parse of the line they were written to
+            counts = [sum(p.ok for p in work.pictures), *meta_bytes(work.metas.values()).values()]
             reused += counts[0] - len(made.get(work.id, ()))
             for part, n in zip(IMAGE_PARTS.values(), counts[1:]):
                 size[part] += n
@@ -191,7 +192,7 @@ def _record(work: Work, keys: dict) -> None:
     entries = [(p.stem, {"key": keys[p.src][0], "original_key": keys[p.src][1], "meta": p.meta}) for p in ok]
     work.record = record_line(work.id, entries) if any(p.stem != "draft" for p in ok) else b""
     work.parsed = {p.stem: p.meta for p in ok}  # what the pages read: the same dicts, not a parse of the line
-    work.digest = hashlib.sha256(work.content.encode() + b"\n" + work.record).hexdigest()
+    work.digest = work_digest(work.content, work.record)
 
 
 def hash_files(paths: list[str], cache: dict, stats: dict | None = None) -> dict[str, str]:

@@ -139,11 +139,16 @@ def record_files(line: bytes) -> set[str]:
     return {rel for _, entry in record_entries(line) for rel in files_of(entry["meta"])}
 
 
-def record_bytes(line: bytes) -> dict[str, int]:
-    """Its bytes by part of the size budget (SIZE_PARTS)."""
+def stem_order(stem: str) -> tuple[bool, int]:
+    """A work's pictures in order: its variations by number, then its draft."""
+    return (stem == "draft", int(stem) if stem.isdigit() else 0)
+
+
+def meta_bytes(metas) -> dict[str, int]:
+    """The bytes of these encoded pictures (their metas) by part of the size budget (SIZE_PARTS)."""
     size = dict.fromkeys(IMAGE_PARTS.values(), 0)
-    for _, entry in record_entries(line):
-        for kind, n in (entry["meta"].get("bytes") or {}).items():
+    for meta in metas:
+        for kind, n in (meta.get("bytes") or {}).items():
             size[IMAGE_PARTS[kind]] += n
     return size
 
@@ -174,14 +179,13 @@ def line_id(line: bytes) -> str:
 
 
 class Output:
-    """What this build makes in output/: ``files`` (every file but the images) with their
-    ``sizes``, ``pages`` (their keys), ``records`` (each work's line: its images)."""
+    """What this build makes in output/: ``sizes`` (every file but the images, with its bytes),
+    ``pages`` (their keys), ``records`` (each work's line: its images)."""
 
     def __init__(self, root: Path, previous: dict | None = None):
         self.root = Path(root)
         self.previous = previous or empty_manifest()
         self.pages: dict[str, str] = {}
-        self.files: set[str] = set()
         self.sizes: dict[str, int] = {}  # bytes of the files written or kept here that are not images
         self.records: dict[str, bytes] = {}
         self.written: list[str] = []
@@ -220,15 +224,13 @@ class Output:
 
     def keep(self, rel: str, size: int) -> None:
         """A file that is not an image, of ``size`` bytes, is part of this build."""
-        self.files.add(check_rel(rel, self.root))
-        self.sizes[rel] = size
+        self.sizes[check_rel(rel, self.root)] = size
 
     def reuse_page(self, rel: str, key: str) -> bool:
         """True (and the page kept as it is) when it was made last time from the same inputs."""
         if self.previous["pages"].get(rel) != key or not self.exists(rel, made_last=True):
             return False
-        self.files.add(rel)  # checked by exists()
-        self.sizes[rel] = self.previous["files"].get(rel, 0)
+        self.keep(rel, self.previous["files"].get(rel, 0))
         self.pages[rel] = key
         self.unchanged.append(rel)
         return True
@@ -245,22 +247,23 @@ class Output:
         self.pages[rel] = key
         self.write(rel, html)
 
-    def write(self, rel: str, data: bytes | str) -> bool:
+    def write(self, rel: str, data: bytes | str, counted: bool = True) -> bool:
         """Write only when the bytes differ: unchanged pages keep their mtime (and CDN caches).
-        True when written."""
+        True when written. ``counted``: in the build's written/unchanged files (search's files
+        are not: the counts are the same with or without the extra, and search has its own line)."""
         data = data.encode("utf-8") if isinstance(data, str) else data
         full = self.path(rel)
-        self.keep(rel, len(data))
+        self.keep(rel, len(data))  # the site's size budget counts every file
         try:
-            if full.read_bytes() == data:
-                self.unchanged.append(rel)
-                return False
+            same = full.read_bytes() == data
         except OSError:
-            pass
-        atomic_write_bytes(full, data, durable=False)
-        self.written.append(rel)
-        self.touch(rel)
-        return True
+            same = False
+        if not same:
+            atomic_write_bytes(full, data, durable=False)
+            self.touch(rel)
+        if counted:
+            (self.unchanged if same else self.written).append(rel)
+        return not same
 
     def touch(self, rel: str) -> None:
         """A file was written or removed here: its folder and those above it changed (a new
@@ -275,7 +278,7 @@ class Output:
     def folders(self) -> list[str]:
         """Every folder that holds a file of this build, and every folder above it ("" is output/)."""
         found = {""}
-        for folder in [rel.rpartition("/")[0] for rel in self.files] + [f"images/{wid}" for wid in self.records]:
+        for folder in [rel.rpartition("/")[0] for rel in self.sizes] + [f"images/{wid}" for wid in self.records]:
             while folder not in found:
                 found.add(folder)
                 folder = folder.rpartition("/")[0]
@@ -284,7 +287,7 @@ class Output:
     def stale(self) -> list[str]:
         """What the last build made and this one did not: its other files, and the images of
         each work whose line changed or is gone (a work whose line is the same has the same files)."""
-        gone = set(self.previous["files"]) - self.files
+        gone = set(self.previous["files"]) - self.sizes.keys()
         for wid, line in self.previous["records"].items():
             now = self.records.get(wid)
             if now != line:
@@ -374,11 +377,12 @@ def _from_format_1(data: dict) -> dict:
     for slot, entry in sorted((data.get("sources") or {}).items()):
         _, wid, stem = slot.split("/", 2)
         by_work.setdefault(wid, []).append((stem, entry))
-    order = lambda item: (item[0] == "draft", int(item[0]) if item[0].isdigit() else 0)  # noqa: E731
     return {
         "files": {rel: sizes.get(rel, 0) for rel in data.get("files") or [] if not rel.startswith("images/")},
         "pages": data.get("pages") or {},
-        "records": {wid: record_line(wid, sorted(entries, key=order)) for wid, entries in by_work.items()},
+        "records": {
+            wid: record_line(wid, sorted(entries, key=lambda e: stem_order(e[0]))) for wid, entries in by_work.items()
+        },
     }
 
 

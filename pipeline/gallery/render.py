@@ -87,7 +87,7 @@ def render_site(works: list[Work], site, out: Output, load, problems: list[str])
     if env.globals["search"]:
         # the search step's files (page, module, index) are written and counted by search.py
         page = env.get_template("search.html").render(root="../", path="search/", og_work=None, batch=SEARCH_BATCH)
-        search.write_file(out, "search/index.html", page.encode("utf-8"))
+        out.write("search/index.html", page, counted=False)
     _extras(env, out, works, tags)
 
 
@@ -159,7 +159,7 @@ def _assets(out: Output, searching: bool) -> dict[str, str]:
     (and "search": the search page's module, which viewer.js loads there only)."""
     names = {"css": _asset(out, "site.css", out.write), "js": _asset(out, "viewer.js", out.write)}
     if searching:
-        names["search"] = _asset(out, "search.js", lambda rel, data: search.write_file(out, rel, data))
+        names["search"] = _asset(out, "search.js", lambda rel, data: out.write(rel, data, counted=False))
     return names
 
 

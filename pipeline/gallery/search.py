@@ -18,10 +18,9 @@ pages, so the build's stale-file pass removes old fragments, and removes the who
 Pagefind is uninstalled.
 
 The search step's files (the index, the search page, its module) are written by
-:func:`write_file`, beside the :class:`~pipeline.gallery.output.Output` bookkeeping of pages
-(``out.keep``, not ``out.write``): they are in the manifest and the size
-budget, while the build's report counts the same pages with or without the extra; the index
-says what it did in its own log line.
+``Output.write(..., counted=False)``: they are in the manifest and the size budget, while the
+build's report counts the same pages with or without the extra; the index says what it did in
+its own log line.
 
 The build calls :func:`update_index` once the pages are rendered and the stale ones removed
 (the index's own stale files are removed after it), and the build's stamp includes
@@ -40,7 +39,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.files import atomic_write_bytes
 from pipeline.gallery.output import Output
 
 log = logging.getLogger("aiimg.gallery")
@@ -121,9 +119,9 @@ def update_index(out: Output) -> list[str]:
         files = _run(tool, out.root)
     except SearchError as exc:
         return [f"{out.root / BUNDLE}: search index not made ({exc}); the search page finds nothing until it is"]
-    written = sum(write_file(out, rel, data) for rel, data in files)
+    written = sum(out.write(rel, data, counted=False) for rel, data in files)
     record = {"files": {rel: len(data) for rel, data in files}, "format": FORMAT, "key": key, "pagefind": tool.version}
-    write_file(out, RECORD, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+    out.write(RECORD, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode(), counted=False)
     log.info("search: indexed %d works with %s (%d index files written, %d unchanged)",
              len(pages), tool.version, written, len(files) - written)  # fmt: skip
     return []
@@ -155,22 +153,6 @@ def _run(tool: Pagefind, site: Path) -> list[tuple[str, bytes]]:
 def _env() -> dict[str, str]:
     """Pagefind reads PAGEFIND_* variables as options: only ours count."""
     return {k: v for k, v in os.environ.items() if not k.startswith("PAGEFIND_")}
-
-
-def write_file(out: Output, rel: str, data: bytes) -> bool:
-    """Write ``rel`` unless it already holds these bytes; True when written. The search page
-    and module go through here too: the build's page and image counts are the same with or
-    without the extra, and search says what it did in its own line."""
-    full = out.path(rel)
-    out.keep(rel, len(data))  # the site's size budget counts search too
-    try:
-        if full.read_bytes() == data:
-            return False
-    except OSError:
-        pass
-    atomic_write_bytes(full, data, durable=False)
-    out.touch(rel)
-    return True
 
 
 def _read_record(root: Path) -> tuple[dict, int]:

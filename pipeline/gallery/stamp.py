@@ -38,7 +38,6 @@ stamp: it differs from the snapshot and the next build runs.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import functools
 import hashlib
 import json
@@ -54,7 +53,7 @@ import PIL
 from pipeline import __version__
 from pipeline.content import Content
 from pipeline.errors import AiimgError
-from pipeline.files import atomic_write_bytes
+from pipeline.files import atomic_write_bytes, read_only
 from pipeline.gallery import search
 from pipeline.gallery.collect import draft_listing, listing
 
@@ -187,8 +186,7 @@ def write_bytes(path: Path, payload: bytes) -> bool:
         atomic_write_bytes(path, payload, durable=False)
         return True
     except AiimgError as exc:
-        cause = exc.__cause__
-        chosen = isinstance(cause, OSError) and cause.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+        chosen = read_only(exc.__cause__)
         log.log(logging.DEBUG if chosen else logging.WARNING, "%s (a cache only: the next build will be slower)", exc)
         return False
 
